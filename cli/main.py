@@ -1,0 +1,205 @@
+"""``edgetrim`` command line: export, run, presets. User errors: one line on stderr, exit 2."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import warnings
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from edgetrim.runtime.errors import UserError
+
+EXIT_USER_ERROR = 2
+EXIT_VALIDATION_FAILED = 1
+console = Console(stderr=False, highlight=False)
+errors = Console(stderr=True, highlight=False)
+
+
+def quiet_toolchains() -> None:
+    """The exporters' stacks are chatty (coremltools, torchao, pytree deprecations): keep the terminal readable."""
+    warnings.filterwarnings("ignore")
+    logging.getLogger("torchao").setLevel(logging.CRITICAL)
+    import torch  # its logging setup resets the levels: import first, then quiet it
+
+    torch._logging.set_logs(all=logging.ERROR)
+    for name in ("coremltools", "torch", "torchao", "executorch", "root", "onnxscript", "transformers"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    logging.getLogger().setLevel(logging.ERROR)
+
+
+def human_bytes(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def export_summary(report: dict) -> Table:
+    v = report["validation"]
+    table = Table(title="edgetrim export", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    weights = "random (seeded preset: outputs are meaningless)" if report["random_weights"] else "from checkpoint"
+    table.add_row("model", f"{report['model']}  (weights: {weights})")
+    table.add_row("target", f"{report['target']} ({report['precision']})")
+    table.add_row(
+        "tokens kept K",
+        f"{report['tokens']} of {report['available_tokens']} ({report['kept_fraction']:.1%}) "
+        f"over {report['partitions']} partitions",
+    )
+    if v["status"] == "passed":
+        worst = max((c.get("mismatched_positions", 0) for c in v["cases"]), default=0)
+        table.add_row(
+            "parity",
+            f"passed on {len(v['cases'])} inputs: max abs error {v['max_abs_error']:.2e} (atol {v['atol']:g}), "
+            f"kept positions identical ({worst} differ)",
+        )
+    elif v["status"] == "spec-only":
+        table.add_row("parity", f"spec checked; {v['note']}")
+    else:
+        table.add_row("parity", "skipped (--no-validate)")
+    table.add_row("artifact", f"{report['artifact']}  ({human_bytes(report['artifact_bytes'])})")
+    t = report["timings_s"]
+    table.add_row("time", ", ".join(f"{k.removesuffix('_s')} {v:.1f}s" for k, v in t.items()))
+    return table
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    quiet_toolchains()
+    try:
+        from edgetrim.export.pipeline import ExportOptions, export_artifact
+        from edgetrim.export.validate import ValidationFailed
+    except ImportError as exc:
+        raise UserError(f"the exporter's dependencies are missing ({exc.name}): pip install 'edgetrim[export]'")
+    opts = ExportOptions(
+        target=args.target, model=args.model, reduce=args.reduce, budget=args.budget, alpha=args.alpha,
+        grid=args.grid, image_size=args.image_size, out=args.out, atol=args.atol, fp16=args.fp16,
+        validate=args.validate, feature_layer=args.feature_layer,
+    )
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=errors, transient=True
+    ) as progress:
+        task = progress.add_task("starting", total=None)
+        try:
+            report = export_artifact(opts, step=lambda name: progress.update(task, description=name))
+        except ValidationFailed as exc:
+            progress.stop()
+            errors.print(f"error: validation failed: {exc}", markup=False)
+            return EXIT_VALIDATION_FAILED
+    console.print(export_summary(report))
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from edgetrim.runtime.overlay import kept_overlay
+    from edgetrim.runtime.preprocess import load_image
+    from edgetrim.runtime.vision import VisionEncoder
+
+    image = load_image(args.image)
+    encoder = VisionEncoder(args.artifact)
+    result = encoder.encode(image)
+    m = encoder.artifact.manifest
+    k = result.positions.shape[1]
+    table = Table(title=f"edgetrim run {args.artifact}", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    src = m["source"]
+    table.add_row("model", f"{src['name']}  (weights: {'random, outputs meaningless' if src['random_weights'] else 'checkpoint'})")
+    table.add_row("target", m["target"])
+    table.add_row("tokens K", f"{k} of {m['reduction']['available_tokens']} ({k / m['reduction']['available_tokens']:.1%})")
+    table.add_row("per partition", " ".join(str(int(b)) for b in result.partition_budgets[0]) + "  (full view, cells)")
+    table.add_row("token shape", str(list(result.tokens.shape)))
+    timings = {**encoder.load_ms, **result.timings_ms}
+    table.add_row("timings", ", ".join(f"{n.removesuffix('_ms')} {v:.1f} ms" for n, v in timings.items()))
+    if args.overlay:
+        pp = m["preprocessing"]
+        path = kept_overlay(encoder.views(image), result.positions[0], pp["patches_per_side"], Path(args.overlay),
+                            scale=max(1, 224 // pp["image_size"]))
+        table.add_row("overlay", str(path))
+    if args.json:
+        payload = {"tokens": k, "partition_budgets": result.partition_budgets[0].tolist(),
+                   "positions": result.positions[0].tolist(), "timings_ms": timings}
+        Path(args.json).write_text(json.dumps(payload, indent=2))
+    console.print(table)
+    return 0
+
+
+def cmd_presets(args: argparse.Namespace) -> int:
+    quiet_toolchains()
+    from edgetrim.export.presets import DEFAULT_PRESET, PRESETS
+
+    table = Table(title="presets (seeded random weights, real shapes)")
+    for col in ("name", "family", "hidden", "layers", "image", "patch", "projector", "what"):
+        table.add_column(col)
+    for name, p in PRESETS.items():
+        label = f"{name} (default)" if name == DEFAULT_PRESET else name
+        table.add_row(label, p.family, str(p.hidden), str(p.layers), str(p.image_size), str(p.patch_size),
+                      str(p.projector_hidden or "-"), p.description)
+    console.print(table)
+    return 0
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2, like every other user error
+        self.exit(EXIT_USER_ERROR, f"error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="edgetrim", description="Fixed-budget token reduction for on-device vision transformers")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+
+    ex = sub.add_parser("export", help="export a model with a baked-in token-reduction graph")
+    ex.add_argument("--target", required=True, help="onnx | coreml | executorch")
+    ex.add_argument("--model", help="preset name, local Hugging Face folder, or hub id (default: clip-vit-b16)")
+    ex.add_argument("--reduce", default="hired", help="hired (default) | none")
+    ex.add_argument("--budget", default="0.2", help="fraction of tokens kept (0.2) or an absolute K (230)")
+    ex.add_argument("--alpha", type=float, default=0.5, help="share of the budget for the full view (default 0.5)")
+    ex.add_argument("--grid", default="2x2", help="AnyRes grid ROWSxCOLS; 1x1 for a single view (default 2x2)")
+    ex.add_argument("--image-size", type=int, help="side of each view in pixels (default: the model's)")
+    ex.add_argument("--feature-layer", type=int, help="LLaVA-style hidden-state index for folders (default -2 CLIP)")
+    ex.add_argument("--out", type=Path, help="artifact folder (default artifacts/<model>-<reduce>-<target>)")
+    ex.add_argument("--atol", type=float, default=1e-4, help="max abs error allowed in validation (default 1e-4)")
+    prec = ex.add_mutually_exclusive_group()
+    prec.add_argument("--fp16", dest="fp16", action="store_true", default=None, help="fp16 weights/compute (coreml)")
+    prec.add_argument("--fp32", dest="fp16", action="store_false", help="fp32 (default for onnx/executorch)")
+    ex.add_argument("--no-validate", dest="validate", action="store_false", help="skip parity validation")
+    ex.set_defaults(func=cmd_export)
+
+    run = sub.add_parser("run", help="run an ONNX or ExecuTorch artifact on an image (torch-free for ONNX)")
+    run.add_argument("artifact", type=Path, help="artifact folder written by edgetrim export")
+    run.add_argument("--image", required=True, type=Path, help="image file")
+    run.add_argument("--overlay", type=Path, help="write a PNG of the kept patches over each view")
+    run.add_argument("--json", type=Path, help="write K, budgets, positions and timings as JSON")
+    run.set_defaults(func=cmd_run)
+
+    pr = sub.add_parser("presets", help="list built-in presets")
+    pr.set_defaults(func=cmd_presets)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except UserError as exc:
+        errors.print(f"error: {exc}", markup=False, soft_wrap=True)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        errors.print("interrupted", markup=False)
+        return 130
+
+
+def entry() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()

@@ -1,0 +1,115 @@
+"""CoreML target: torch.export -> coremltools mlprogram (.mlpackage), iOS 17+, fp16 by default.
+
+Integer bookkeeping (budgets, ranks, positions) must stay exact: coremltools lowers some int64
+ops through float casts, so under fp16 those float ops are kept in fp32 (``keep_integers_fp32``).
+Prediction needs macOS; on Linux the saved spec is what can be checked.
+"""
+
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+
+import numpy as np
+import torch
+
+NUMPY_DTYPES = {torch.float32: np.float32, torch.int64: np.int32}
+INT_TYPES = ("int", "bool")
+
+
+def _is_int_type(dtype) -> bool:
+    name = getattr(dtype, "__name__", str(dtype)).lower()
+    return name.startswith(INT_TYPES) or "int" in str(dtype) or "bool" in str(dtype)
+
+
+def integer_derived_vars(block) -> set[str]:
+    """Names of float vars computed only from integer values (casts of ints and float math on them)."""
+    derived: set[str] = set()
+    for op in block.operations:
+        inputs = [v for v in op.inputs.values() if hasattr(v, "name")]
+        if op.op_type == "cast" and inputs and _is_int_type(inputs[0].dtype):
+            derived.update(o.name for o in op.outputs)
+            continue
+        flowing = [v for v in inputs if v.op is not None and v.op.op_type != "const"]
+        if flowing and all(v.name in derived or _is_int_type(v.dtype) for v in flowing):
+            if any(v.name in derived for v in flowing):
+                derived.update(o.name for o in op.outputs)
+    return derived
+
+
+def keep_integers_fp32(op) -> bool:
+    """FP16ComputePrecision op_selector: True casts the op to fp16, False keeps it fp32."""
+    block = op.enclosing_block
+    cache = getattr(block, "_edgetrim_int_vars", None)
+    if cache is None:
+        cache = integer_derived_vars(block)
+        block._edgetrim_int_vars = cache
+    return not any(getattr(v, "name", None) in cache for v in op.inputs.values())
+
+
+def export_coreml(
+    module: torch.nn.Module,
+    example: torch.Tensor,
+    path: Path,
+    input_names: list[str],
+    output_names: list[str],
+    fp16: bool,
+) -> None:
+    """Convert ``module`` at the static shape of ``example`` and save an .mlpackage at ``path``."""
+    import coremltools as ct
+
+    with torch.no_grad():
+        outputs = module(example)
+        program = torch.export.export(module, (example,)).run_decompositions({})
+    precision = ct.transform.FP16ComputePrecision(op_selector=keep_integers_fp32) if fp16 else ct.precision.FLOAT32
+    model = ct.convert(
+        program,
+        inputs=[ct.TensorType(name=input_names[0], shape=tuple(example.shape), dtype=np.float32)],
+        outputs=[
+            ct.TensorType(name=name, dtype=NUMPY_DTYPES[out.dtype]) for name, out in zip(output_names, outputs)
+        ],
+        minimum_deployment_target=ct.target.iOS17,
+        compute_precision=precision,
+        convert_to="mlprogram",
+    )
+    model.short_description = "edgetrim reduced vision encoder"
+    model.save(str(path))
+
+
+def coreml_spec_summary(path: Path) -> dict:
+    """Inputs/outputs (name, shape, dtype) and op types of a saved .mlpackage, read without macOS."""
+    import coremltools as ct
+
+    model = ct.models.MLModel(str(path), skip_model_load=True)
+    spec = model.get_spec()
+
+    def features(items) -> list[dict]:
+        out = []
+        for f in items:
+            arr = f.type.multiArrayType
+            dtype = ct.proto.FeatureTypes_pb2.ArrayFeatureType.ArrayDataType.Name(arr.dataType).lower()
+            out.append({"name": f.name, "shape": [int(s) for s in arr.shape], "dtype": dtype})
+        return out
+
+    ops: dict[str, int] = {}
+    for function in spec.mlProgram.functions.values():
+        for block in function.block_specializations.values():
+            for op in block.operations:
+                ops[op.type] = ops.get(op.type, 0) + 1
+    return {
+        "inputs": features(spec.description.input),
+        "outputs": features(spec.description.output),
+        "ops": ops,
+        "spec_version": spec.specificationVersion,
+    }
+
+
+def coreml_can_predict() -> bool:
+    return platform.system() == "Darwin"
+
+
+def coreml_predict(path: Path, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Run a saved .mlpackage (macOS only)."""
+    import coremltools as ct
+
+    return ct.models.MLModel(str(path)).predict(feeds)

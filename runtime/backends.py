@@ -1,0 +1,67 @@
+"""Execution backends behind one interface: ``Backend.run(feeds) -> {name: array}``.
+
+ONNX Runtime runs with numpy alone. ExecuTorch's Python runtime (executorch.runtime) imports
+torch itself; this module imports it only when an ExecuTorch artifact is actually run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from edgetrim.runtime.errors import UserError
+
+
+class Backend(Protocol):
+    input_names: list[str]
+    output_names: list[str]
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+
+class OnnxBackend:
+    def __init__(self, path: Path, output_names: list[str], providers: list[str] | None = None) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        available = ort.get_available_providers()
+        chosen = [p for p in (providers or ["CPUExecutionProvider"]) if p in available] or ["CPUExecutionProvider"]
+        self.session = ort.InferenceSession(str(path), options, providers=chosen)
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.output_names = output_names
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        outs = self.session.run(self.output_names, feeds)
+        return dict(zip(self.output_names, outs))
+
+
+class ExecuTorchBackend:
+    def __init__(self, path: Path, input_names: list[str], output_names: list[str]) -> None:
+        try:
+            from executorch.runtime import Runtime
+        except ImportError:
+            raise UserError(
+                "this artifact is an ExecuTorch program but executorch is not installed: pip install executorch==1.5.1"
+            ) from None
+        self.method = Runtime.get().load_program(str(path)).load_method("forward")
+        self.input_names = input_names
+        self.output_names = output_names
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import torch  # executorch's pybindings take and return torch tensors
+
+        outs = self.method.execute([torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in self.input_names])
+        return {name: out.numpy() for name, out in zip(self.output_names, outs)}
+
+
+def open_backend(target: str, path: Path, input_names: list[str], output_names: list[str]) -> Backend:
+    if target == "onnx":
+        return OnnxBackend(path, output_names)
+    if target == "executorch":
+        return ExecuTorchBackend(path, input_names, output_names)
+    if target == "coreml":
+        raise UserError("CoreML artifacts run through Core ML on Apple devices: use the iOS app, not edgetrim run")
+    raise UserError(f"unknown target {target!r} in the manifest: re-export the artifact")

@@ -1,0 +1,67 @@
+"""Run a reduced vision-encoder artifact on an image: verify, preprocess, execute, report."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from edgetrim.runtime.backends import Backend, open_backend
+from edgetrim.runtime.manifest import Artifact, open_artifact
+from edgetrim.runtime.preprocess import load_image, preprocess, views
+
+
+@dataclass
+class VisionResult:
+    tokens: np.ndarray  # [1, K, D]
+    positions: np.ndarray  # [1, K] flat p*N + row*n + col
+    partition_budgets: np.ndarray  # [1, P]
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+class VisionEncoder:
+    """A verified artifact with its backend open; ``encode(image)`` -> VisionResult."""
+
+    def __init__(self, root: str | Path) -> None:
+        t0 = time.perf_counter()
+        self.artifact: Artifact = open_artifact(root)
+        t1 = time.perf_counter()
+        chunk = self.artifact.chunks[0]
+        self.backend: Backend = open_backend(
+            self.artifact.target,
+            self.artifact.file(chunk, "program"),
+            [i["name"] for i in chunk["inputs"]],
+            [o["name"] for o in chunk["outputs"]],
+        )
+        t2 = time.perf_counter()
+        self.load_ms = {"verify_ms": (t1 - t0) * 1e3, "load_ms": (t2 - t1) * 1e3}
+
+    @property
+    def preprocessing(self) -> dict:
+        return self.artifact.manifest["preprocessing"]
+
+    def views(self, image: Image.Image) -> list[Image.Image]:
+        pp = self.preprocessing
+        return views(image, pp["image_size"], tuple(pp["grid"]))
+
+    def pixel_values(self, image: Image.Image) -> np.ndarray:
+        pp = self.preprocessing
+        return preprocess(image, pp["image_size"], tuple(pp["grid"]), pp["mean"], pp["std"])
+
+    def run(self, pixel_values: np.ndarray) -> VisionResult:
+        t0 = time.perf_counter()
+        out = self.backend.run({"pixel_values": pixel_values})
+        ms = (time.perf_counter() - t0) * 1e3
+        return VisionResult(out["tokens"], out["positions"], out["partition_budgets"], {"inference_ms": ms})
+
+    def encode(self, image: Image.Image | str | Path) -> VisionResult:
+        img = image if isinstance(image, Image.Image) else load_image(image)
+        t0 = time.perf_counter()
+        x = self.pixel_values(img)
+        pre_ms = (time.perf_counter() - t0) * 1e3
+        result = self.run(x)
+        result.timings_ms = {"preprocess_ms": pre_ms, **result.timings_ms}
+        return result
