@@ -84,8 +84,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     )
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    with Progress(
-        SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=errors, transient=True
+    with Progress(  # off when stderr is not a terminal: rich would leave a blank line there
+        SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=errors,
+        transient=True, disable=not errors.is_terminal,
     ) as progress:
         task = progress.add_task("starting", total=None)
         try:

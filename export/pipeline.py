@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from edgetrim.calib.budgets import parse_budget, resolve_budget
-from edgetrim.export.artifact import file_entry, staging, write_json
+from edgetrim.export.artifact import check_out_dir, file_entry, staging, write_json
 from edgetrim.export.graph import INPUT_NAMES, OUTPUT_NAMES, ReducedVisionEncoder, ReductionPlan
 from edgetrim.export.loading import load_tower
 from edgetrim.export.validate import Validation, validate_coreml, validate_runtime
@@ -62,6 +62,8 @@ def check_options(opts: ExportOptions) -> tuple[tuple[int, int], str, float | in
         raise UserError(f"--reduce {opts.reduce!r} is unknown: choose hired or none")
     if opts.atol <= 0:
         raise UserError(f"--atol {opts.atol} must be positive: e.g. 1e-4")
+    if opts.image_size is not None and opts.image_size <= 0:
+        raise UserError(f"--image-size {opts.image_size} must be positive: pass a multiple of the patch size")
     return parse_grid(opts.grid), precision_for(opts.target, opts.fp16), parse_budget(opts.budget)
 
 
@@ -154,6 +156,8 @@ def default_out(opts: ExportOptions, source_name: str) -> Path:
 def export_artifact(opts: ExportOptions, step=lambda name: None) -> dict:
     """Run the whole export; ``step(name)`` is called as each stage starts. Returns the report."""
     grid, precision, budget = check_options(opts)
+    if opts.out:
+        check_out_dir(Path(opts.out))  # refuse a foreign --out before loading the model, not after
     timings: dict[str, float] = {}
     t = time.perf_counter()
 
