@@ -47,7 +47,9 @@ def parse_budget(text: str | float | int) -> float | int:
     try:
         value: float | int = int(raw) if raw.lstrip("+-").isdigit() else float(raw)
     except ValueError:
-        raise UserError(f"--budget {raw!r} is not a number: pass a fraction like 0.2 or a token count like 230")
+        raise UserError(
+            f"--budget {raw!r} is not a number: pass a fraction like 0.2 or a token count like 230"
+        ) from None
     if isinstance(value, int):
         if value <= 0:
             raise UserError(f"--budget {value} must be positive: pass a fraction in (0, 1] or a token count >= 1")

@@ -76,17 +76,32 @@ def cmd_export(args: argparse.Namespace) -> int:
         from edgetrim.export.pipeline import ExportOptions, export_artifact
         from edgetrim.export.validate import ValidationFailed
     except ImportError as exc:
-        raise UserError(f"the exporter's dependencies are missing ({exc.name}): pip install 'edgetrim[export]'")
+        raise UserError(
+            f"the exporter's dependencies are missing ({exc.name}): pip install 'edgetrim[export]'"
+        ) from None
     opts = ExportOptions(
-        target=args.target, model=args.model, reduce=args.reduce, budget=args.budget, alpha=args.alpha,
-        grid=args.grid, image_size=args.image_size, out=args.out, atol=args.atol, fp16=args.fp16,
-        validate=args.validate, feature_layer=args.feature_layer,
+        target=args.target,
+        model=args.model,
+        reduce=args.reduce,
+        budget=args.budget,
+        alpha=args.alpha,
+        grid=args.grid,
+        image_size=args.image_size,
+        out=args.out,
+        atol=args.atol,
+        fp16=args.fp16,
+        validate=args.validate,
+        feature_layer=args.feature_layer,
     )
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     with Progress(  # off when stderr is not a terminal: rich would leave a blank line there
-        SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=errors,
-        transient=True, disable=not errors.is_terminal,
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=errors,
+        transient=True,
+        disable=not errors.is_terminal,
     ) as progress:
         task = progress.add_task("starting", total=None)
         try:
@@ -104,6 +119,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from edgetrim.runtime.preprocess import load_image
     from edgetrim.runtime.vision import VisionEncoder
 
+    if args.overlay and args.overlay.suffix.lower() != ".png":
+        raise UserError(f"--overlay {args.overlay} must end in .png: e.g. --overlay kept.png")
     image = load_image(args.image)
     encoder = VisionEncoder(args.artifact)
     result = encoder.encode(image)
@@ -113,21 +130,37 @@ def cmd_run(args: argparse.Namespace) -> int:
     table.add_column(style="bold")
     table.add_column()
     src = m["source"]
-    table.add_row("model", f"{src['name']}  (weights: {'random, outputs meaningless' if src['random_weights'] else 'checkpoint'})")
+    table.add_row(
+        "model",
+        f"{src['name']}  (weights: {'random, outputs meaningless' if src['random_weights'] else 'checkpoint'})",
+    )
     table.add_row("target", m["target"])
-    table.add_row("tokens K", f"{k} of {m['reduction']['available_tokens']} ({k / m['reduction']['available_tokens']:.1%})")
+    table.add_row(
+        "tokens K",
+        f"{k} of {m['reduction']['available_tokens']} ({k / m['reduction']['available_tokens']:.1%})",
+    )
     table.add_row("per partition", " ".join(str(int(b)) for b in result.partition_budgets[0]) + "  (full view, cells)")
     table.add_row("token shape", str(list(result.tokens.shape)))
     timings = {**encoder.load_ms, **result.timings_ms}
     table.add_row("timings", ", ".join(f"{n.removesuffix('_ms')} {v:.1f} ms" for n, v in timings.items()))
     if args.overlay:
         pp = m["preprocessing"]
-        path = kept_overlay(encoder.views(image), result.positions[0], pp["patches_per_side"], Path(args.overlay),
-                            scale=max(1, 224 // pp["image_size"]))
+        path = kept_overlay(
+            encoder.views(image),
+            result.positions[0],
+            pp["patches_per_side"],
+            Path(args.overlay),
+            scale=max(1, 224 // pp["image_size"]),
+        )
         table.add_row("overlay", str(path))
     if args.json:
-        payload = {"tokens": k, "partition_budgets": result.partition_budgets[0].tolist(),
-                   "positions": result.positions[0].tolist(), "timings_ms": timings}
+        payload = {
+            "tokens": k,
+            "partition_budgets": result.partition_budgets[0].tolist(),
+            "positions": result.positions[0].tolist(),
+            "timings_ms": timings,
+        }
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(payload, indent=2))
     console.print(table)
     return 0
@@ -142,8 +175,16 @@ def cmd_presets(args: argparse.Namespace) -> int:
         table.add_column(col)
     for name, p in PRESETS.items():
         label = f"{name} (default)" if name == DEFAULT_PRESET else name
-        table.add_row(label, p.family, str(p.hidden), str(p.layers), str(p.image_size), str(p.patch_size),
-                      str(p.projector_hidden or "-"), p.description)
+        table.add_row(
+            label,
+            p.family,
+            str(p.hidden),
+            str(p.layers),
+            str(p.image_size),
+            str(p.patch_size),
+            str(p.projector_hidden or "-"),
+            p.description,
+        )
     console.print(table)
     return 0
 

@@ -88,23 +88,19 @@ def read_tensors(folder: Path, keep) -> dict[str, torch.Tensor]:
     for file in weight_files(folder):
         if file.suffix == ".bin":
             state = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
-            items = ((k, lambda k=k: state[k]) for k in state)
-        else:
-            from safetensors import safe_open
+            out.update((new, state[k]) for k in state if (new := keep(k)) is not None)
+            continue
+        from safetensors import safe_open
 
-            handle = safe_open(str(file), "pt")
-            items = ((k, lambda k=k, h=handle: h.get_tensor(k)) for k in handle.keys())
-        for name, get in items:
-            new = keep(name)
-            if new is not None:
-                out[new] = get()
+        with safe_open(str(file), "pt") as handle:
+            out.update((new, handle.get_tensor(k)) for k in handle.keys() if (new := keep(k)) is not None)
     return out
 
 
 def strip_prefix(name: str, prefixes: tuple[str, ...]) -> str | None:
     for prefix in prefixes:
         if name.startswith(prefix):
-            rest = name[len(prefix):]
+            rest = name[len(prefix) :]
             return rest.removeprefix("vision_model.")
     return None
 
@@ -189,7 +185,9 @@ def build_llava_projector(model_type: str, config) -> nn.Module:
     if model_type == "llava":
         from transformers.models.llava.modeling_llava import LlavaMultiModalProjector as Projector
     elif model_type == "llava_next":
-        from transformers.models.llava_next.modeling_llava_next import LlavaNextMultiModalProjector as Projector
+        from transformers.models.llava_next.modeling_llava_next import (
+            LlavaNextMultiModalProjector as Projector,
+        )
     else:
         from transformers.models.llava_onevision.modeling_llava_onevision import (
             LlavaOnevisionMultiModalProjector as Projector,

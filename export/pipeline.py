@@ -128,7 +128,7 @@ def io_spec(module: ReducedVisionEncoder, example: torch.Tensor, target: str) ->
     inputs = [{"name": INPUT_NAMES[0], "shape": list(example.shape), "dtype": "float32"}]
     outputs = [
         {"name": n, "shape": list(o.shape), "dtype": "float32" if o.is_floating_point() else int_dtype}
-        for n, o in zip(OUTPUT_NAMES, outs)
+        for n, o in zip(OUTPUT_NAMES, outs, strict=True)
     ]
     return inputs, outputs
 

@@ -32,18 +32,45 @@ class Preset:
 
 PRESETS: dict[str, Preset] = {
     "tiny-clip": Preset("clip", 64, 4, 4, 128, 64, 8, description="test-sized CLIP ViT, 8x8 patches per view"),
-    "tiny-clip-odd": Preset("clip", 64, 3, 4, 128, 56, 8, description="test-sized CLIP ViT, 7x7 patches (uneven cells)"),
+    "tiny-clip-odd": Preset(
+        "clip", 64, 3, 4, 128, 56, 8, description="test-sized CLIP ViT, 7x7 patches (uneven cells)"
+    ),
     "tiny-siglip": Preset("siglip", 64, 4, 4, 128, 64, 8, feature_layer=-1, description="test-sized SigLIP ViT"),
     "tiny-llava-next": Preset(
-        "clip", 64, 4, 4, 128, 64, 8, projector_hidden=96, description="test-sized LLaVA-NeXT vision tower + projector"
+        "clip",
+        64,
+        4,
+        4,
+        128,
+        64,
+        8,
+        projector_hidden=96,
+        description="test-sized LLaVA-NeXT vision tower + projector",
     ),
     "clip-vit-b16": Preset("clip", 768, 12, 12, 3072, 224, 16, description="CLIP ViT-B/16 at 224"),
-    "clip-vit-l14-336": Preset("clip", 1024, 24, 16, 4096, 336, 14, description="CLIP ViT-L/14-336 (LLaVA-NeXT's tower)"),
+    "clip-vit-l14-336": Preset(
+        "clip", 1024, 24, 16, 4096, 336, 14, description="CLIP ViT-L/14-336 (LLaVA-NeXT's tower)"
+    ),
     "siglip-so400m-384": Preset(
-        "siglip", 1152, 27, 16, 4304, 384, 14, feature_layer=-1, description="SigLIP so400m/14 at 384 (LLaVA-OneVision)"
+        "siglip",
+        1152,
+        27,
+        16,
+        4304,
+        384,
+        14,
+        feature_layer=-1,
+        description="SigLIP so400m/14 at 384 (LLaVA-OneVision)",
     ),
     "llava-next-7b-vision": Preset(
-        "clip", 1024, 24, 16, 4096, 336, 14, projector_hidden=4096,
+        "clip",
+        1024,
+        24,
+        16,
+        4096,
+        336,
+        14,
+        projector_hidden=4096,
         description="LLaVA-NeXT-7B vision tower (CLIP-L/14-336) + 2-layer projector to 4096",
     ),
 }
@@ -104,10 +131,23 @@ def build_preset(name: str) -> VisionTower:
         name=name,
         architecture=("LlavaNext vision tower + projector" if projector else type(model).__name__),
         random_weights=True,
-        config={"family": p.family, "hidden": p.hidden, "layers": p.layers, "heads": p.heads,
-                "image_size": p.image_size, "patch_size": p.patch_size, "feature_layer": p.feature_layer,
-                "projector_hidden": p.projector_hidden},
+        config={
+            "family": p.family,
+            "hidden": p.hidden,
+            "layers": p.layers,
+            "heads": p.heads,
+            "image_size": p.image_size,
+            "patch_size": p.patch_size,
+            "feature_layer": p.feature_layer,
+            "projector_hidden": p.projector_hidden,
+        },
     )
     return tower_from_vision_model(
-        model, family=p.family, feature_layer=p.feature_layer, projector=projector, mean=None, std=None, source=source
+        model,
+        family=p.family,
+        feature_layer=p.feature_layer,
+        projector=projector,
+        mean=None,
+        std=None,
+        source=source,
     )

@@ -35,7 +35,7 @@ class OnnxBackend:
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         outs = self.session.run(self.output_names, feeds)
-        return dict(zip(self.output_names, outs))
+        return dict(zip(self.output_names, outs, strict=True))
 
 
 class ExecuTorchBackend:
@@ -54,12 +54,19 @@ class ExecuTorchBackend:
         import torch  # executorch's pybindings take and return torch tensors
 
         outs = self.method.execute([torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in self.input_names])
-        return {name: out.numpy() for name, out in zip(self.output_names, outs)}
+        return {name: out.numpy() for name, out in zip(self.output_names, outs, strict=True)}
 
 
-def open_backend(target: str, path: Path, input_names: list[str], output_names: list[str]) -> Backend:
+def open_backend(
+    target: str,
+    path: Path,
+    input_names: list[str],
+    output_names: list[str],
+    providers: list[str] | None = None,
+) -> Backend:
+    """``providers``: ONNX Runtime execution providers in order of preference (absent ones are skipped)."""
     if target == "onnx":
-        return OnnxBackend(path, output_names)
+        return OnnxBackend(path, output_names, providers)
     if target == "executorch":
         return ExecuTorchBackend(path, input_names, output_names)
     if target == "coreml":

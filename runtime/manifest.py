@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from edgetrim.runtime.errors import UserError
 
@@ -70,16 +70,46 @@ def read_manifest(root: str | Path) -> Artifact:
     if not isinstance(manifest, dict) or "schema_version" not in manifest:
         raise UserError(f"{path} is not an edgetrim manifest (no schema_version): re-export the artifact")
     version = manifest["schema_version"]
-    if not isinstance(version, int) or version > SCHEMA_VERSION:
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise UserError(f"{path} has schema version {version!r}, not a version number: re-export the artifact")
+    if version > SCHEMA_VERSION:
         raise UserError(
             f"{path} has schema version {version}, newer than this runtime's {SCHEMA_VERSION}: upgrade edgetrim"
         )
     for key in ("target", "chunks", "preprocessing", "reduction", "source"):
         if key not in manifest:
             raise UserError(f"{path} lacks {key!r}: the manifest is damaged, re-export the artifact")
-    if not manifest["chunks"]:
-        raise UserError(f"{path} lists no chunks: re-export the artifact")
+    check_chunks(path, manifest["chunks"])
     return Artifact(root, manifest)
+
+
+def check_chunks(path: Path, chunks) -> None:
+    """The chunk and file entries the runtime indexes into: present, typed, and inside the folder."""
+    damaged = "the manifest is damaged, re-export the artifact"
+    if not isinstance(chunks, list) or not chunks:
+        raise UserError(f"{path} lists no chunks: re-export the artifact")
+    for i, chunk in enumerate(chunks):
+        if not isinstance(chunk, dict) or any(k not in chunk for k in ("name", "files", "inputs", "outputs")):
+            raise UserError(f"{path}: chunk {i} lacks name, files, inputs or outputs: {damaged}")
+        files = chunk["files"]
+        if not isinstance(files, list) or not files:
+            raise UserError(f"{path}: chunk {chunk['name']!r} lists no files: {damaged}")
+        for entry in files:
+            if not (
+                isinstance(entry, dict)
+                and isinstance(entry.get("path"), str)
+                and isinstance(entry.get("role"), str)
+                and isinstance(entry.get("bytes"), int)
+                and isinstance(entry.get("sha256"), str)
+            ):
+                raise UserError(
+                    f"{path}: chunk {chunk['name']!r} has a file entry without path, role, bytes or sha256: {damaged}"
+                )
+            rel = PurePosixPath(entry["path"])
+            if not entry["path"] or rel.is_absolute() or ".." in rel.parts or "\\" in entry["path"]:
+                raise UserError(f"{path}: file {entry['path']!r} is outside the artifact folder: {damaged}")
+        if not any(entry["role"] == "program" for entry in files):
+            raise UserError(f"{path}: chunk {chunk['name']!r} lists no program file: {damaged}")
 
 
 def verify_files(artifact: Artifact) -> None:

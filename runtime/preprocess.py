@@ -24,7 +24,9 @@ def load_image(path: str | Path) -> Image.Image:
         with Image.open(p) as img:
             return img.convert("RGB")
     except (UnidentifiedImageError, OSError) as exc:
-        raise UserError(f"cannot read image {p} ({type(exc).__name__}): pass a PNG, JPEG or other Pillow-readable file")
+        raise UserError(
+            f"cannot read image {p} ({type(exc).__name__}): pass a PNG, JPEG or other Pillow-readable file"
+        ) from None
 
 
 def fit_and_pad(image: Image.Image, width: int, height: int) -> Image.Image:

@@ -25,7 +25,7 @@ class VisionResult:
 class VisionEncoder:
     """A verified artifact with its backend open; ``encode(image)`` -> VisionResult."""
 
-    def __init__(self, root: str | Path) -> None:
+    def __init__(self, root: str | Path, providers: list[str] | None = None) -> None:
         t0 = time.perf_counter()
         self.artifact: Artifact = open_artifact(root)
         t1 = time.perf_counter()
@@ -35,6 +35,7 @@ class VisionEncoder:
             self.artifact.file(chunk, "program"),
             [i["name"] for i in chunk["inputs"]],
             [o["name"] for o in chunk["outputs"]],
+            providers,
         )
         t2 = time.perf_counter()
         self.load_ms = {"verify_ms": (t1 - t0) * 1e3, "load_ms": (t2 - t1) * 1e3}

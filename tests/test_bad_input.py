@@ -19,13 +19,15 @@ OUT = "out"
 EXIT_USER_ERROR = 2
 
 
-def edgetrim_export(
-    cwd: Path, *args: str, target: str = "onnx", out: str = OUT
-) -> subprocess.CompletedProcess:
+def edgetrim_export(cwd: Path, *args: str, target: str = "onnx", out: str = OUT) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     return subprocess.run(
         [sys.executable, "-m", "edgetrim.cli.main", "export", "--target", target, *args, "--out", out],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=600,
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
 
 

@@ -34,7 +34,7 @@ def ref_cell_budgets(counts: list[int], total: int, cap: int) -> list[int]:
         weights = [counts[i] for i in free]
         if sum(weights) == 0:
             weights = [1] * len(free)
-        share = {i: Fraction(w * left, sum(weights)) for i, w in zip(free, weights)}
+        share = {i: Fraction(w * left, sum(weights)) for i, w in zip(free, weights, strict=True)}
         newly = [i for i in free if share[i] >= cap]
         if not newly:
             break

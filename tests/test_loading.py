@@ -28,10 +28,22 @@ from edgetrim.export.pipeline import ExportOptions, export_artifact
 from edgetrim.export.presets import peaked_attention_init
 from edgetrim.runtime.vision import VisionEncoder
 
-VISION = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4, image_size=64,
-              patch_size=8)
-TEXT = dict(hidden_size=48, intermediate_size=96, num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2,
-            vocab_size=320)
+VISION = dict(
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=4,
+    num_attention_heads=4,
+    image_size=64,
+    patch_size=8,
+)
+TEXT = dict(
+    hidden_size=48,
+    intermediate_size=96,
+    num_hidden_layers=1,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    vocab_size=320,
+)
 
 
 def save(model, folder):
@@ -50,8 +62,12 @@ def clip_folder(tmp_path_factory):
 @pytest.fixture(scope="module")
 def llava_next_folder(tmp_path_factory):
     torch.manual_seed(0)
-    cfg = LlavaNextConfig(vision_config=CLIPVisionConfig(**VISION), text_config=Qwen2Config(**TEXT),
-                          image_grid_pinpoints=[[128, 128]], image_token_index=319)
+    cfg = LlavaNextConfig(
+        vision_config=CLIPVisionConfig(**VISION),
+        text_config=Qwen2Config(**TEXT),
+        image_grid_pinpoints=[[128, 128]],
+        image_token_index=319,
+    )
     return save(LlavaNextForConditionalGeneration(cfg), tmp_path_factory.mktemp("llava_next"))
 
 
@@ -100,8 +116,9 @@ def test_llava_1_5_and_onevision_folders_load(tmp_path):
     tower = load_tower(str(save(llava, tmp_path / "llava")))
     assert tower.family == "clip" and tower.output_size == TEXT["hidden_size"]
     onevision = LlavaOnevisionForConditionalGeneration(
-        LlavaOnevisionConfig(vision_config=SiglipVisionConfig(**VISION), text_config=Qwen2Config(**TEXT),
-                             image_token_index=319)
+        LlavaOnevisionConfig(
+            vision_config=SiglipVisionConfig(**VISION), text_config=Qwen2Config(**TEXT), image_token_index=319
+        )
     )
     tower = load_tower(str(save(onevision, tmp_path / "ov")))
     assert tower.family == "siglip" and not tower.has_cls
@@ -110,12 +127,29 @@ def test_llava_1_5_and_onevision_folders_load(tmp_path):
 
 def test_wheel_contains_every_package(tmp_path):
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", ".", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path)],
-        check=True, cwd=__import__("pathlib").Path(__file__).parents[1],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            ".",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+        ],
+        check=True,
+        cwd=__import__("pathlib").Path(__file__).parents[1],
     )
     wheel = next(tmp_path.glob("edgetrim-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
-    for needed in ("edgetrim/export/reducers/hired.py", "edgetrim/runtime/manifest.py",
-                   "edgetrim/runtime/manifest.schema.json", "edgetrim/calib/budgets.py", "edgetrim/cli/main.py",
-                   "edgetrim/export/targets/coreml.py"):
+    for needed in (
+        "edgetrim/export/reducers/hired.py",
+        "edgetrim/runtime/manifest.py",
+        "edgetrim/runtime/manifest.schema.json",
+        "edgetrim/calib/budgets.py",
+        "edgetrim/cli/main.py",
+        "edgetrim/export/targets/coreml.py",
+    ):
         assert needed in names, needed

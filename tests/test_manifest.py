@@ -19,10 +19,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from edgetrim.runtime.errors import UserError
-from edgetrim.runtime.manifest import MANIFEST, SCHEMA_PATH, SCHEMA_VERSION, open_artifact
 from jsonschema import Draft202012Validator
 from PIL import Image
+
+from edgetrim.runtime.errors import UserError
+from edgetrim.runtime.manifest import MANIFEST, SCHEMA_PATH, SCHEMA_VERSION, open_artifact
 
 TARGET_FIXTURES = ("tiny_onnx", "tiny_executorch", "tiny_coreml")
 CLI = [sys.executable, "-m", "edgetrim.cli.main"]
@@ -44,9 +45,7 @@ def schema_errors(validator: Draft202012Validator, manifest: dict) -> list[str]:
 
 
 def run_cli(*args, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [*CLI, *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=300, check=False
-    )
+    return subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=300, check=False)
 
 
 # --------------------------------------------------------------------------- schema
@@ -341,9 +340,7 @@ def test_run_writes_overlay_and_json(fixture, request, sample_png, tmp_path):
     m = load_manifest(art)
     pp = m["preprocessing"]
     k, p, n = m["reduction"]["tokens"], pp["partitions"], pp["patches_per_side"] ** 2
-    proc = run_cli(
-        "run", art, "--image", sample_png, "--overlay", "out.png", "--json", "out.json", cwd=tmp_path
-    )
+    proc = run_cli("run", art, "--image", sample_png, "--overlay", "out.png", "--json", "out.json", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
 
@@ -370,9 +367,7 @@ def test_run_writes_overlay_and_json(fixture, request, sample_png, tmp_path):
     assert np.bincount(positions // n, minlength=p).tolist() == budgets.tolist()
 
 
-# --------------------------------------------------------------------------- known bugs
-# Each case below currently escapes as a traceback (exit 1) or is silently accepted; they are marked
-# xfail(strict=True) until runtime/manifest.py and cli/main.py are fixed: then drop the marker.
+# --------------------------------------------------------------------------- damaged manifests, odd arguments
 
 
 def _manifest_edit(edit: Callable[[dict], None]):
@@ -401,60 +396,48 @@ def _overlay_unknown_extension(art: Path, tmp_path: Path):
     return art, ["--overlay", tmp_path / "out.xyz"]
 
 
-def _bug(reason: str):
-    return pytest.mark.xfail(strict=True, reason=reason)
-
-
-MANIFEST_BUG = "bug: read_manifest checks top-level keys only; verify_files then raises KeyError"
 REFUSED = (2,)
 BUG_CASES = [
     pytest.param(
         _manifest_edit(_drop("chunks", 0, "files")),
         REFUSED,
         None,
-        marks=_bug(MANIFEST_BUG),
         id="chunk without files",
     ),
     pytest.param(
         _manifest_edit(_drop(*FILE, "sha256")),
         REFUSED,
         None,
-        marks=_bug(MANIFEST_BUG),
         id="file without sha256",
     ),
     pytest.param(
         _manifest_edit(_set("weights", *FILE, "role")),
         REFUSED,
         None,
-        marks=_bug("bug: no program entry -> StopIteration in Artifact.file"),
         id="no program file",
     ),
     pytest.param(
         _manifest_edit(_set("1", "schema_version")),
         REFUSED,
         "newer",
-        marks=_bug("bug: a non-integer schema_version is reported as 'newer than this runtime'"),
         id="string schema_version",
     ),
     pytest.param(
         _absolute_file_path,
         REFUSED,
         None,
-        marks=_bug("bug: absolute / '..' file paths are followed outside the artifact folder"),
         id="absolute file path",
     ),
     pytest.param(
         _json_in_missing_folder,
         (0, 2),  # creating the folder, as --overlay does, is a fine fix too
         None,
-        marks=_bug("bug: --json into a missing folder raises FileNotFoundError"),
         id="json in missing folder",
     ),
     pytest.param(
         _overlay_unknown_extension,
         (0, 2),
         None,
-        marks=_bug("bug: --overlay with an unknown extension raises Pillow's ValueError"),
         id="overlay unknown extension",
     ),
 ]

@@ -66,7 +66,8 @@ def export_coreml(
         program,
         inputs=[ct.TensorType(name=input_names[0], shape=tuple(example.shape), dtype=np.float32)],
         outputs=[
-            ct.TensorType(name=name, dtype=NUMPY_DTYPES[out.dtype]) for name, out in zip(output_names, outputs)
+            ct.TensorType(name=name, dtype=NUMPY_DTYPES[out.dtype])
+            for name, out in zip(output_names, outputs, strict=True)
         ],
         minimum_deployment_target=ct.target.iOS17,
         compute_precision=precision,

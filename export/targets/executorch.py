@@ -17,8 +17,9 @@ MISSING_KERNELS = ("sort", "argsort", "scatter_reduce", "bucketize")
 
 def check_portable_ops(program) -> None:
     for node in program.exported_program().graph.nodes:
-        if node.op == "call_function" and any(f"aten.{op}." in str(node.target) or str(node.target).endswith(
-            f"aten.{op}") for op in MISSING_KERNELS):
+        if node.op == "call_function" and any(
+            f"aten.{op}." in str(node.target) or str(node.target).endswith(f"aten.{op}") for op in MISSING_KERNELS
+        ):
             raise UserError(
                 f"the graph uses {node.target}, which ExecuTorch's runtime has no kernel for: "
                 "report this as an edgetrim bug"

@@ -26,8 +26,14 @@ def export_onnx(
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
-            module, (example,), dynamo=True, opset_version=OPSET,
-            input_names=input_names, output_names=output_names, optimize=True, verbose=False,
+            module,
+            (example,),
+            dynamo=True,
+            opset_version=OPSET,
+            input_names=input_names,
+            output_names=output_names,
+            optimize=True,
+            verbose=False,
         )
     external = parameter_bytes(module) >= EXTERNAL_DATA_BYTES
     program.save(str(path), external_data=external)
