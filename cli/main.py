@@ -65,6 +65,8 @@ def export_summary(report: dict) -> Table:
     else:
         table.add_row("parity", "skipped (--no-validate)")
     table.add_row("artifact", f"{report['artifact']}  ({human_bytes(report['artifact_bytes'])})")
+    if len(report["chunks"]) > 1:
+        table.add_row("chunks", ", ".join(f"{c['name']} {human_bytes(c['bytes'])}" for c in report["chunks"]))
     t = report["timings_s"]
     table.add_row("time", ", ".join(f"{k.removesuffix('_s')} {v:.1f}s" for k, v in t.items()))
     return table
@@ -92,6 +94,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         fp16=args.fp16,
         validate=args.validate,
         feature_layer=args.feature_layer,
+        chunks=args.chunks,
+        chunk_mb=args.chunk_mb,
     )
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
@@ -122,7 +126,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.overlay and args.overlay.suffix.lower() != ".png":
         raise UserError(f"--overlay {args.overlay} must end in .png: e.g. --overlay kept.png")
     image = load_image(args.image)
-    encoder = VisionEncoder(args.artifact)
+    encoder = VisionEncoder(args.artifact, memory_budget_mb=args.memory_budget)
     result = encoder.encode(image)
     m = encoder.artifact.manifest
     k = result.positions.shape[1]
@@ -135,6 +139,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"{src['name']}  (weights: {'random, outputs meaningless' if src['random_weights'] else 'checkpoint'})",
     )
     table.add_row("target", m["target"])
+    table.add_row("chunks", f"{len(encoder.loader.names)}: {encoder.loader.plan.describe()}")
     table.add_row(
         "tokens K",
         f"{k} of {m['reduction']['available_tokens']} ({k / m['reduction']['available_tokens']:.1%})",
@@ -163,6 +168,64 @@ def cmd_run(args: argparse.Namespace) -> int:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(payload, indent=2))
     console.print(table)
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from edgetrim.runtime.bench import MODES, bench
+
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=errors,
+        transient=True,
+        disable=not errors.is_terminal,
+    ) as progress:
+        task = progress.add_task("bench", total=len(MODES))
+
+        def step(mode: str) -> None:
+            progress.update(
+                task, description=f"{mode}: 1 + {args.repeats} invocations", advance=0 if mode == MODES[0] else 1
+            )
+
+        report = bench(args.artifact, args.memory_budget, args.repeats, args.out, step)
+    meta, summary, results = report["meta"], report["summary"], report["results"]
+    table = Table(
+        title=f"edgetrim bench {meta['artifact']} ({meta['target']}, {summary['chunks']} chunks, "
+        f"budget {meta['budget_mb']:.0f} MB)",
+        title_justify="left",
+    )
+    for col in (
+        "mode",
+        "first call ms",
+        f"latency ms (x{meta['repeats']})",
+        "vs resident",
+        "peak RSS MB",
+        "vs resident",
+    ):
+        table.add_column(col, justify="right")
+    base = results["resident"]
+    for mode in MODES:
+        r = results[mode]
+        table.add_row(
+            mode,
+            f"{r['first_invocation_ms']:.0f}",
+            f"{r['latency_ms']:.0f}",
+            f"{r['latency_ms'] / base['latency_ms']:.2f}x",
+            f"{r['peak_rss_mb']:.0f}",
+            f"{r['peak_rss_mb'] / base['peak_rss_mb']:.2f}x",
+        )
+    console.print(table)
+    console.print(
+        f"load hidden behind compute: {summary['load_hidden_fraction']:.0%}; goals: "
+        + ", ".join(f"{k} {'met' if v else 'NOT met'}" for k, v in summary["goals"].items())
+    )
+    if meta["random_weights"]:
+        console.print("weights: random (seeded preset); timings and memory are those of the real shapes")
+    console.print("wrote " + ", ".join(report["files"]))
     return 0
 
 
@@ -213,6 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
     prec.add_argument("--fp16", dest="fp16", action="store_true", default=None, help="fp16 weights/compute (coreml)")
     prec.add_argument("--fp32", dest="fp16", action="store_false", help="fp32 (default for onnx/executorch)")
     ex.add_argument("--no-validate", dest="validate", action="store_false", help="skip parity validation")
+    chunking = ex.add_mutually_exclusive_group()
+    chunking.add_argument("--chunks", type=int, help="split into N chunks: embedding, block groups, head")
+    chunking.add_argument("--chunk-mb", type=float, help="split into block groups of at most M MB each")
     ex.set_defaults(func=cmd_export)
 
     run = sub.add_parser("run", help="run an ONNX or ExecuTorch artifact on an image (torch-free for ONNX)")
@@ -220,7 +286,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--image", required=True, type=Path, help="image file")
     run.add_argument("--overlay", type=Path, help="write a PNG of the kept patches over each view")
     run.add_argument("--json", type=Path, help="write K, budgets, positions and timings as JSON")
+    run.add_argument("--memory-budget", type=float, help="MB: keep what fits resident, stream the other chunks")
     run.set_defaults(func=cmd_run)
+
+    be = sub.add_parser("bench", help="measure resident vs streaming vs naive chunk loading on an artifact")
+    be.add_argument("artifact", type=Path, help="artifact folder (ONNX or ExecuTorch), ideally chunked")
+    be.add_argument("--memory-budget", type=float, help="MB for the streaming modes (default: two largest chunks)")
+    be.add_argument("--repeats", type=int, default=20, help="repeated invocations after the first (default 20)")
+    be.add_argument("--out", type=Path, help="folder for bench.json, bench.md, timeline.png (default DIR/bench)")
+    be.set_defaults(func=cmd_bench)
 
     pr = sub.add_parser("presets", help="list built-in presets")
     pr.set_defaults(func=cmd_presets)

@@ -11,14 +11,14 @@ import torch
 
 from edgetrim.calib.budgets import parse_budget, resolve_budget
 from edgetrim.export.artifact import check_out_dir, file_entry, staging, write_json
-from edgetrim.export.graph import INPUT_NAMES, OUTPUT_NAMES, ReducedVisionEncoder, ReductionPlan
+from edgetrim.export.graph import INPUT_NAMES, BlockStage, ReducedVisionEncoder, ReductionPlan, Stage, block_groups
 from edgetrim.export.loading import load_tower
 from edgetrim.export.validate import Validation, validate_coreml, validate_runtime
 from edgetrim.runtime.errors import UserError
 from edgetrim.runtime.manifest import MANIFEST, SCHEMA_VERSION
 
 TARGETS = ("onnx", "coreml", "executorch")
-PROGRAM_FILE = {"onnx": "model.onnx", "executorch": "model.pte", "coreml": "model.mlpackage"}
+SUFFIX = {"onnx": ".onnx", "executorch": ".pte", "coreml": ".mlpackage"}
 MAX_GRID = 6
 VERSION = "0.1.0"
 
@@ -37,6 +37,8 @@ class ExportOptions:
     fp16: bool | None = None  # None: the target's default (fp16 for CoreML, fp32 elsewhere)
     validate: bool = True
     feature_layer: int | None = None
+    chunks: int | None = None  # total chunks: embedding, block groups, head
+    chunk_mb: float | None = None  # or: block groups of at most this many MB
 
 
 def parse_grid(text: str) -> tuple[int, int]:
@@ -120,32 +122,93 @@ def preprocessing_manifest(module: ReducedVisionEncoder) -> dict:
     }
 
 
-def io_spec(module: ReducedVisionEncoder, example: torch.Tensor, target: str) -> tuple[list, list]:
+@dataclass
+class ChunkExport:
+    """One stage as exported: its module, example inputs and file stem."""
+
+    name: str
+    stage: Stage
+    example: tuple[torch.Tensor, ...]
+
+
+def chunk_layout(tower, opts: ExportOptions) -> list[tuple[int, int]] | None:
+    """Block groups for --chunks N (N total: embed + N-2 block groups + head) or --chunk-mb M; None: one chunk."""
+    layers = len(tower.layers)
+    if opts.chunks is not None and opts.chunk_mb is not None:
+        raise UserError("--chunks and --chunk-mb both set: pass one of them")
+    if opts.chunks is not None:
+        if not 3 <= opts.chunks <= layers + 2:
+            raise UserError(
+                f"--chunks {opts.chunks} cannot split a {layers}-layer encoder: pass 3..{layers + 2} "
+                "(embedding + block groups + head), or leave it out for one chunk"
+            )
+        return block_groups(layers, opts.chunks - 2)
+    if opts.chunk_mb is not None:
+        if opts.chunk_mb <= 0:
+            raise UserError(f"--chunk-mb {opts.chunk_mb} must be positive: e.g. 200")
+        limit = opts.chunk_mb * (1 << 20)
+        groups, start, size = [], 0, 0
+        for i, layer in enumerate(tower.layers):
+            layer_bytes = sum(t.numel() * t.element_size() for t in layer.state_dict().values())
+            if i > start and size + layer_bytes > limit:
+                groups.append((start, i))
+                start, size = i, 0
+            size += layer_bytes
+        return [*groups, (start, layers)]
+    return None
+
+
+def chunk_exports(module: ReducedVisionEncoder, groups, example: torch.Tensor) -> list[ChunkExport]:
+    """The whole encoder as one chunk, or one chunk per stage with example inputs from a reference run."""
+    if groups is None:
+        return [ChunkExport("encoder", module, (example,))]
+    env = {INPUT_NAMES[0]: example}
+    out = []
+    with torch.no_grad():
+        for stage in module.stages:
+            inputs = tuple(env[n].contiguous() for n in stage.input_names)  # CoreML needs contiguous inputs
+            if isinstance(stage, BlockStage):
+                name = f"blocks_{stage.start:02d}-{stage.stop - 1:02d}"
+            else:
+                name = "embed" if stage.input_names == INPUT_NAMES else "head"
+            out.append(ChunkExport(name, stage, inputs))
+            result = stage(*inputs)
+            env.update(zip(stage.output_names, result if isinstance(result, tuple) else (result,), strict=True))
+    return out
+
+
+def io_spec(chunk: ChunkExport, target: str) -> tuple[list, list]:
     """Chunk inputs/outputs as the artifact exposes them (CoreML has no int64: its ints are int32)."""
     with torch.no_grad():
-        outs = module(example)
+        outs = chunk.stage(*chunk.example)
+    outs = outs if isinstance(outs, tuple) else (outs,)
     int_dtype = "int32" if target == "coreml" else "int64"
-    inputs = [{"name": INPUT_NAMES[0], "shape": list(example.shape), "dtype": "float32"}]
-    outputs = [
-        {"name": n, "shape": list(o.shape), "dtype": "float32" if o.is_floating_point() else int_dtype}
-        for n, o in zip(OUTPUT_NAMES, outs, strict=True)
-    ]
-    return inputs, outputs
+
+    def spec(name: str, t: torch.Tensor) -> dict:
+        return {"name": name, "shape": list(t.shape), "dtype": "float32" if t.is_floating_point() else int_dtype}
+
+    inputs = [spec(n, t) for n, t in zip(chunk.stage.input_names, chunk.example, strict=True)]
+    return inputs, [spec(n, t) for n, t in zip(chunk.stage.output_names, outs, strict=True)]
 
 
-def write_program(target: str, module: ReducedVisionEncoder, example: torch.Tensor, path: Path, fp16: bool) -> None:
+def write_chunk(target: str, chunk: ChunkExport, path: Path, fp16: bool, chunked: bool) -> list[tuple[Path, str]]:
+    """Export one chunk; returns (file, role) pairs."""
+    names = (chunk.stage.input_names, chunk.stage.output_names)
     if target == "onnx":
-        from edgetrim.export.targets.onnx import export_onnx
+        from edgetrim.export.targets.onnx import export_onnx, optimize_for_runtime
 
-        export_onnx(module, example, path, INPUT_NAMES, OUTPUT_NAMES)
+        export_onnx(chunk.stage, chunk.example, path, *names, external_data=True if chunked else None)
+        files = optimize_for_runtime(path)
     elif target == "executorch":
         from edgetrim.export.targets.executorch import export_executorch
 
-        export_executorch(module, example, path)
+        files = export_executorch(chunk.stage, chunk.example, path)
     else:
         from edgetrim.export.targets.coreml import export_coreml
 
-        export_coreml(module, example, path, INPUT_NAMES, OUTPUT_NAMES, fp16)
+        export_coreml(chunk.stage, chunk.example, path, *names, fp16)
+        files = [path]
+    return [(f, "program" if i == 0 else "external_data") for i, f in enumerate(files)]
 
 
 def default_out(opts: ExportOptions, source_name: str) -> Path:
@@ -171,28 +234,25 @@ def export_artifact(opts: ExportOptions, step=lambda name: None) -> dict:
     tower = load_tower(opts.model, opts.feature_layer)
     out = Path(opts.out) if opts.out else default_out(opts, tower.source.name)
     plan = build_plan(tower, opts, grid, budget)
-    module = ReducedVisionEncoder(tower, plan).eval()
+    groups = chunk_layout(tower, opts)
+    module = ReducedVisionEncoder(tower, plan, groups).eval()
     example = torch.zeros(1, plan.partitions, 3, tower.image_size, tower.image_size)
+    chunks = chunk_exports(module, groups, example)
     lap("load_s")
     with staging(out) as tmp:
-        step(f"export {opts.target} ({precision})")
-        program = tmp / PROGRAM_FILE[opts.target]
-        write_program(opts.target, module, example, program, precision == "fp16")
+        entries = []
+        for i, chunk in enumerate(chunks):
+            step(f"export {opts.target} ({precision}) chunk {i + 1}/{len(chunks)}: {chunk.name}")
+            stem = "model" if len(chunks) == 1 else f"{i:02d}-{chunk.name}"
+            path = tmp / f"{stem}{SUFFIX[opts.target]}"
+            files = write_chunk(opts.target, chunk, path, precision == "fp16", groups is not None)
+            inputs, outputs = io_spec(chunk, opts.target)
+            entry = {"name": chunk.name, "files": [file_entry(tmp, f, role) for f, role in files]}
+            entry.update(inputs=inputs, outputs=outputs)
+            if opts.target == "onnx":
+                entry["optimized"] = "ort-extended"
+            entries.append(entry)
         lap("export_s")
-        step("validate")
-        if not opts.validate:
-            validation = Validation("skipped", None, opts.atol, note="--no-validate")
-        elif opts.target == "coreml":
-            validation = validate_coreml(program, module, opts.atol, precision == "fp16")
-        else:
-            validation = validate_runtime(opts.target, program, module, opts.atol)
-        lap("validate_s")
-        step("write manifest")
-        files = [file_entry(tmp, program, "program")]
-        data = program.with_name(program.name + ".data")
-        if data.exists():
-            files.append(file_entry(tmp, data, "external_data"))
-        inputs, outputs = io_spec(module, example, opts.target)
         manifest = {
             "schema_version": SCHEMA_VERSION,
             "edgetrim_version": VERSION,
@@ -216,10 +276,17 @@ def export_artifact(opts: ExportOptions, step=lambda name: None) -> dict:
                 "positions": "[1, K] flat index p*N + row*n + col (p: 0 full view, 1.. cells row-major), ascending",
                 "partition_budgets": "[1, P] tokens kept per partition, summing to K",
             },
-            "chunks": [{"name": "encoder", "files": files, "inputs": inputs, "outputs": outputs}],
+            "chunks": entries,
         }
         write_json(tmp / MANIFEST, manifest)
-        size = sum(f["bytes"] for f in files)
+        step("validate")
+        if not opts.validate:
+            validation = Validation("skipped", None, opts.atol, note="--no-validate")
+        elif opts.target == "coreml":
+            validation = validate_coreml(tmp, module, opts.atol, precision == "fp16")
+        else:
+            validation = validate_runtime(tmp, module, opts.atol)
+        lap("validate_s")
         report = {
             "artifact": str(out),
             "target": opts.target,
@@ -230,7 +297,8 @@ def export_artifact(opts: ExportOptions, step=lambda name: None) -> dict:
             "available_tokens": plan.budget.partitions * plan.budget.tokens_per_partition,
             "kept_fraction": manifest["reduction"]["kept_fraction"],
             "partitions": plan.partitions,
-            "artifact_bytes": size,
+            "chunks": [{"name": e["name"], "bytes": sum(f["bytes"] for f in e["files"])} for e in entries],
+            "artifact_bytes": sum(f["bytes"] for e in entries for f in e["files"]),
             "validation": validation.to_dict(),
             "timings_s": timings,
         }

@@ -14,9 +14,10 @@ import numpy as np
 import torch
 
 from edgetrim.calib.samples import sample_images
-from edgetrim.export.graph import INPUT_NAMES, OUTPUT_NAMES, ReducedVisionEncoder
+from edgetrim.export.graph import OUTPUT_NAMES, ReducedVisionEncoder
 from edgetrim.export.targets import coreml
-from edgetrim.runtime.backends import open_backend
+from edgetrim.runtime.chunks import ChunkLoader
+from edgetrim.runtime.manifest import open_artifact, read_manifest
 from edgetrim.runtime.preprocess import preprocess
 
 LARGE_PARAMS = 50_000_000  # above this, one random and one sample input (each run costs seconds)
@@ -81,13 +82,15 @@ def compare(name: str, got: dict[str, np.ndarray], ref: dict[str, np.ndarray], k
     return case
 
 
-def validate_runtime(target: str, program: Path, module: ReducedVisionEncoder, atol: float) -> Validation:
-    backend = open_backend(target, program, INPUT_NAMES, OUTPUT_NAMES)
+def validate_runtime(root: Path, module: ReducedVisionEncoder, atol: float) -> Validation:
+    """Run the staged artifact (every chunk, through the runtime's chunk loader) against PyTorch."""
     k = module.plan.budget.total
-    cases = []
+    target = read_manifest(root).target
     count = 2 if sum(p.numel() for p in module.parameters()) < LARGE_PARAMS else 1
-    for name, x in validation_inputs(module, randoms=count, samples=count):
-        cases.append(compare(name, backend.run({"pixel_values": x}), reference_outputs(module, x), k, atol))
+    cases = []
+    with ChunkLoader(open_artifact(root)) as loader:
+        for name, x in validation_inputs(module, randoms=count, samples=count):
+            cases.append(compare(name, loader.run({"pixel_values": x}), reference_outputs(module, x), k, atol))
     result = Validation("passed", max(c["max_abs_error"] for c in cases), atol, cases)
     failed = [c for c in cases if not c["passed"]]
     if failed:
@@ -100,24 +103,26 @@ def validate_runtime(target: str, program: Path, module: ReducedVisionEncoder, a
     return result
 
 
-def validate_coreml(path: Path, module: ReducedVisionEncoder, atol: float, fp16: bool) -> Validation:
-    spec = coreml.coreml_spec_summary(path)
-    x = validation_inputs(module, randoms=1, samples=0)[0][1]
-    ref = reference_outputs(module, x)
-    expected_out = {n: list(ref[n].shape) for n in OUTPUT_NAMES}
-    got_out = {o["name"]: o["shape"] for o in spec["outputs"]}
-    got_in = {i["name"]: i["shape"] for i in spec["inputs"]}
-    problems = []
-    if got_in != {"pixel_values": list(x.shape)}:
-        problems.append(f"inputs {got_in}, expected pixel_values {list(x.shape)}")
-    if got_out != expected_out:
-        problems.append(f"outputs {got_out}, expected {expected_out}")
-    forbidden = sorted(op for op in spec["ops"] if op in ("argsort", "sort"))
-    if forbidden:
-        problems.append(f"uses {forbidden}")
+def validate_coreml(root: Path, module: ReducedVisionEncoder, atol: float, fp16: bool) -> Validation:
+    """Every chunk's saved spec against the manifest's I/O (static shapes, names, dtypes); predict on macOS."""
+    artifact = read_manifest(root)
+    problems, cases = [], []
+    for chunk in artifact.chunks:
+        spec = coreml.coreml_spec_summary(artifact.file(chunk, "program"))
+        want_in = {i["name"]: i["shape"] for i in chunk["inputs"]}
+        want_out = {o["name"]: o["shape"] for o in chunk["outputs"]}
+        got_in = {i["name"]: i["shape"] for i in spec["inputs"]}
+        got_out = {o["name"]: o["shape"] for o in spec["outputs"]}
+        if got_in != want_in:
+            problems.append(f"{chunk['name']}: inputs {got_in}, expected {want_in}")
+        if got_out != want_out:
+            problems.append(f"{chunk['name']}: outputs {got_out}, expected {want_out}")
+        forbidden = sorted(op for op in spec["ops"] if op in ("argsort", "sort"))
+        if forbidden:
+            problems.append(f"{chunk['name']}: uses {forbidden}")
+        cases.append({"case": f"spec:{chunk['name']}", **spec, "passed": not problems})
     if problems:
         raise ValidationFailed(f"CoreML spec check failed: {'; '.join(problems)} - report an edgetrim bug")
-    cases = [{"case": "spec", **spec, "passed": True}]
     if not coreml.coreml_can_predict():
         return Validation(
             "spec-only",
@@ -130,9 +135,12 @@ def validate_coreml(path: Path, module: ReducedVisionEncoder, atol: float, fp16:
     tol = max(atol, 5e-2) if fp16 else atol
     k = module.plan.budget.total
     for name, x in validation_inputs(module):
-        got = coreml.coreml_predict(path, {"pixel_values": x})
-        cases.append(compare(name, got, reference_outputs(module, x), k, tol))
-    failed = [c for c in cases[1:] if not c["passed"]]
+        env = {"pixel_values": x}
+        for chunk in artifact.chunks:
+            feeds = {i["name"]: env[i["name"]] for i in chunk["inputs"]}
+            env.update(coreml.coreml_predict(artifact.file(chunk, "program"), feeds))
+        cases.append(compare(name, env, reference_outputs(module, x), k, tol))
+    failed = [c for c in cases if not c["passed"]]
     if failed:
         raise ValidationFailed(f"CoreML artifact differs from PyTorch on {failed[0]['case']}: {failed[0]}")
-    return Validation("passed", max(c["max_abs_error"] for c in cases[1:]), tol, cases)
+    return Validation("passed", max(c.get("max_abs_error", 0.0) for c in cases), tol, cases)

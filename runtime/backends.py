@@ -22,11 +22,15 @@ class Backend(Protocol):
 
 
 class OnnxBackend:
-    def __init__(self, path: Path, output_names: list[str], providers: list[str] | None = None) -> None:
+    def __init__(
+        self, path: Path, output_names: list[str], providers: list[str] | None = None, optimized: bool = False
+    ) -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         options.log_severity_level = 3
+        if optimized:  # optimized and saved at export time: skip redoing it on every load
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         available = ort.get_available_providers()
         chosen = [p for p in (providers or ["CPUExecutionProvider"]) if p in available] or ["CPUExecutionProvider"]
         self.session = ort.InferenceSession(str(path), options, providers=chosen)
@@ -38,9 +42,20 @@ class OnnxBackend:
         return dict(zip(self.output_names, outs, strict=True))
 
 
+def quiet_torch_imports() -> None:
+    """executorch pulls in torch and torchao, which log import-time noise; keep errors only."""
+    import logging
+
+    logging.getLogger("torchao").setLevel(logging.CRITICAL)
+    import torch
+
+    torch._logging.set_logs(all=logging.ERROR)
+
+
 class ExecuTorchBackend:
     def __init__(self, path: Path, input_names: list[str], output_names: list[str]) -> None:
         try:
+            quiet_torch_imports()
             from executorch.runtime import Runtime
         except ImportError:
             raise UserError(
@@ -63,10 +78,11 @@ def open_backend(
     input_names: list[str],
     output_names: list[str],
     providers: list[str] | None = None,
+    optimized: bool = False,
 ) -> Backend:
     """``providers``: ONNX Runtime execution providers in order of preference (absent ones are skipped)."""
     if target == "onnx":
-        return OnnxBackend(path, output_names, providers)
+        return OnnxBackend(path, output_names, providers, optimized)
     if target == "executorch":
         return ExecuTorchBackend(path, input_names, output_names)
     if target == "coreml":

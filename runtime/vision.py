@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from edgetrim.runtime.backends import Backend, open_backend
+from edgetrim.runtime.chunks import ChunkLoader
 from edgetrim.runtime.manifest import Artifact, open_artifact
 from edgetrim.runtime.preprocess import load_image, preprocess, views
 
@@ -23,20 +23,19 @@ class VisionResult:
 
 
 class VisionEncoder:
-    """A verified artifact with its backend open; ``encode(image)`` -> VisionResult."""
+    """A verified artifact with its chunks ready to run; ``encode(image)`` -> VisionResult.
 
-    def __init__(self, root: str | Path, providers: list[str] | None = None) -> None:
+    ``memory_budget_mb``: keep only what fits resident and stream the other chunks (see ChunkLoader).
+    """
+
+    def __init__(
+        self, root: str | Path, providers: list[str] | None = None, memory_budget_mb: float | None = None
+    ) -> None:
         t0 = time.perf_counter()
         self.artifact: Artifact = open_artifact(root)
         t1 = time.perf_counter()
-        chunk = self.artifact.chunks[0]
-        self.backend: Backend = open_backend(
-            self.artifact.target,
-            self.artifact.file(chunk, "program"),
-            [i["name"] for i in chunk["inputs"]],
-            [o["name"] for o in chunk["outputs"]],
-            providers,
-        )
+        self.loader = ChunkLoader(self.artifact, memory_budget_mb, providers=providers)
+        self.loader.warm()
         t2 = time.perf_counter()
         self.load_ms = {"verify_ms": (t1 - t0) * 1e3, "load_ms": (t2 - t1) * 1e3}
 
@@ -54,7 +53,7 @@ class VisionEncoder:
 
     def run(self, pixel_values: np.ndarray) -> VisionResult:
         t0 = time.perf_counter()
-        out = self.backend.run({"pixel_values": pixel_values})
+        out = self.loader.run({"pixel_values": pixel_values})
         ms = (time.perf_counter() - t0) * 1e3
         return VisionResult(out["tokens"], out["positions"], out["partition_budgets"], {"inference_ms": ms})
 

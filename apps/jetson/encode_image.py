@@ -32,7 +32,7 @@ def main() -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    providers = getattr(getattr(encoder.backend, "session", None), "get_providers", lambda: ["n/a"])()
+    providers = encoder.loader.providers or ["CPUExecutionProvider"]
     result = encoder.run(pixels)  # warm-up (TensorRT builds its engine here)
     times = []
     for _ in range(args.repeat):

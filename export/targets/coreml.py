@@ -49,22 +49,26 @@ def keep_integers_fp32(op) -> bool:
 
 def export_coreml(
     module: torch.nn.Module,
-    example: torch.Tensor,
+    example: tuple[torch.Tensor, ...],
     path: Path,
     input_names: list[str],
     output_names: list[str],
     fp16: bool,
 ) -> None:
-    """Convert ``module`` at the static shape of ``example`` and save an .mlpackage at ``path``."""
+    """Convert ``module`` at the static shapes of ``example`` and save an .mlpackage at ``path``."""
     import coremltools as ct
 
     with torch.no_grad():
-        outputs = module(example)
-        program = torch.export.export(module, (example,)).run_decompositions({})
+        outputs = module(*example)
+        outputs = outputs if isinstance(outputs, tuple) else (outputs,)
+        program = torch.export.export(module, example).run_decompositions({})
     precision = ct.transform.FP16ComputePrecision(op_selector=keep_integers_fp32) if fp16 else ct.precision.FLOAT32
     model = ct.convert(
         program,
-        inputs=[ct.TensorType(name=input_names[0], shape=tuple(example.shape), dtype=np.float32)],
+        inputs=[
+            ct.TensorType(name=name, shape=tuple(x.shape), dtype=np.float32)
+            for name, x in zip(input_names, example, strict=True)
+        ],
         outputs=[
             ct.TensorType(name=name, dtype=NUMPY_DTYPES[out.dtype])
             for name, out in zip(output_names, outputs, strict=True)
@@ -73,7 +77,7 @@ def export_coreml(
         compute_precision=precision,
         convert_to="mlprogram",
     )
-    model.short_description = "edgetrim reduced vision encoder"
+    model.short_description = "edgetrim chunk: " + ", ".join(input_names) + " -> " + ", ".join(output_names)
     model.save(str(path))
 
 

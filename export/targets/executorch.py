@@ -26,12 +26,12 @@ def check_portable_ops(program) -> None:
             )
 
 
-def export_executorch(module: torch.nn.Module, example: torch.Tensor, path: Path) -> list[Path]:
+def export_executorch(module: torch.nn.Module, example: tuple[torch.Tensor, ...], path: Path) -> list[Path]:
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
 
     with torch.no_grad():
-        exported = torch.export.export(module, (example,))
+        exported = torch.export.export(module, example)
     edge = to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()])
     check_portable_ops(edge)
     program = edge.to_executorch()

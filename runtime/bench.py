@@ -1,0 +1,249 @@
+"""``edgetrim bench DIR``: chunk streaming measured side by side, each mode in its own process.
+
+Modes: ``resident`` (every chunk loaded once and kept), ``streaming`` (memory budget, chunk i+1
+loads while chunk i runs), ``naive`` (same budget, load then run, no overlap). Each mode runs in a
+fresh subprocess so its peak resident memory (VmHWM, read from the OS) is its own. Writes
+``bench.json``, ``bench.md`` and ``timeline.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from edgetrim.runtime.chunks import MB, ChunkLoader, chunk_bytes
+from edgetrim.runtime.errors import UserError
+from edgetrim.runtime.manifest import open_artifact
+
+MODES = ("resident", "streaming", "naive")
+NUMPY = {"float32": np.float32, "int64": np.int64, "int32": np.int32, "float16": np.float16}
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process, from /proc (Linux) or getrusage."""
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return usage / (1 << 20) if sys.platform == "darwin" else usage / 1024
+
+
+def default_budget_mb(chunks: list[dict]) -> float:
+    """'Two chunks': the two largest chunks plus 5%."""
+    sizes = sorted(chunk_bytes(c) for c in chunks)
+    return sum(sizes[-2:]) * 1.05 / MB
+
+
+def worker(mode: str, root: str, budget_mb: float, repeats: int) -> dict:
+    artifact = open_artifact(root)
+    rng = np.random.default_rng(0)
+    feeds = {
+        spec["name"]: rng.standard_normal(spec["shape"]).astype(NUMPY[spec["dtype"]])
+        for spec in artifact.chunks[0]["inputs"]
+    }
+    baseline = peak_rss_mb()
+    budget = None if mode == "resident" else budget_mb
+    t0 = time.perf_counter()
+    with ChunkLoader(artifact, budget, overlap=mode == "streaming") as loader:
+        loader.warm()
+        loader.run(feeds)
+        first_ms = (time.perf_counter() - t0) * 1e3
+        latencies = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            loader.run(feeds)
+            latencies.append((time.perf_counter() - t) * 1e3)
+        events = [
+            {
+                "chunk": e.chunk,
+                "kind": e.kind,
+                "start_ms": (e.start - t0) * 1e3,
+                "end_ms": (e.end - t0) * 1e3,
+                "invocation": e.invocation,
+            }
+            for e in loader.timeline.events
+        ]
+        plan = loader.plan
+    per_chunk = {}
+    for name in [c["name"] for c in artifact.chunks]:
+        loads = [e["end_ms"] - e["start_ms"] for e in events if e["chunk"] == name and e["kind"] == "load"]
+        computes = [e["end_ms"] - e["start_ms"] for e in events if e["chunk"] == name and e["kind"] == "compute"]
+        per_chunk[name] = {
+            "load_ms": statistics.mean(loads) if loads else 0.0,
+            "loads": len(loads),
+            "compute_ms": statistics.median(computes),
+        }
+    return {
+        "mode": mode,
+        "budget_mb": budget,
+        "plan": {"resident": list(plan.resident), "streamed": list(plan.streamed), "overlap": plan.overlap},
+        "first_invocation_ms": first_ms,
+        "latency_ms": statistics.mean(latencies) if latencies else first_ms,
+        "latency_median_ms": statistics.median(latencies) if latencies else first_ms,
+        "repeats": repeats,
+        "peak_rss_mb": peak_rss_mb(),
+        "baseline_rss_mb": baseline,
+        "per_chunk": per_chunk,
+        "events": events,
+    }
+
+
+def run_mode(mode: str, root: Path, budget_mb: float, repeats: int) -> dict:
+    cmd = [sys.executable, "-m", "edgetrim.runtime.bench", "--worker", mode, str(root), str(budget_mb), str(repeats)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ))
+    if proc.returncode != 0:
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise UserError(f"bench worker ({mode}) failed: {tail}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def summarize(results: dict[str, dict], artifact_bytes: int, chunks: list[dict]) -> dict:
+    res, stream, naive = results["resident"], results["streaming"], results["naive"]
+    load_cost = naive["latency_ms"] - res["latency_ms"]
+    hidden = (naive["latency_ms"] - stream["latency_ms"]) / load_cost if load_cost > 0 else 1.0
+    return {
+        "chunks": len(chunks),
+        "artifact_mb": artifact_bytes / MB,
+        "streaming_latency_ratio": stream["latency_ms"] / res["latency_ms"],
+        "naive_latency_ratio": naive["latency_ms"] / res["latency_ms"],
+        "streaming_peak_rss_ratio": stream["peak_rss_mb"] / res["peak_rss_mb"],
+        "load_hidden_fraction": hidden,
+        "goals": {
+            "peak_rss_le_40pct": stream["peak_rss_mb"] / res["peak_rss_mb"] <= 0.40,
+            "latency_le_1.25x": stream["latency_ms"] / res["latency_ms"] <= 1.25,
+            "load_hidden_ge_70pct": hidden >= 0.70,
+        },
+    }
+
+
+def markdown(meta: dict, results: dict[str, dict], summary: dict) -> str:
+    lines = [
+        f"# edgetrim bench: {meta['artifact']}",
+        "",
+        f"target {meta['target']}, {summary['chunks']} chunks, {summary['artifact_mb']:.1f} MB, memory budget "
+        f"{meta['budget_mb']:.1f} MB, {meta['repeats']} repeated invocations; weights: "
+        f"{'random (seeded preset)' if meta['random_weights'] else 'checkpoint'}",
+        "",
+        "| mode | first invocation ms | latency ms (mean of repeats) | vs resident | peak RSS MB | vs resident |",
+        "|---|---|---|---|---|---|",
+    ]
+    base = results["resident"]
+    for mode in MODES:
+        r = results[mode]
+        lines.append(
+            f"| {mode} | {r['first_invocation_ms']:.0f} | {r['latency_ms']:.0f} | "
+            f"{r['latency_ms'] / base['latency_ms']:.2f}x | {r['peak_rss_mb']:.0f} | "
+            f"{r['peak_rss_mb'] / base['peak_rss_mb']:.2f}x |"
+        )
+    lines += [
+        "",
+        f"Load hidden behind compute (streaming vs naive): {summary['load_hidden_fraction']:.0%}",
+        "",
+        "| chunk | MB | load ms (streaming) | compute ms (resident) |",
+        "|---|---|---|---|",
+    ]
+    for c in meta["chunk_sizes"]:
+        name = c["name"]
+        lines.append(
+            f"| {name} | {c['mb']:.1f} | {results['streaming']['per_chunk'][name]['load_ms']:.1f} | "
+            f"{base['per_chunk'][name]['compute_ms']:.1f} |"
+        )
+    goals = summary["goals"]
+    lines += ["", "Goals: " + ", ".join(f"{k}: {'met' if v else 'NOT met'}" for k, v in goals.items()), ""]
+    return "\n".join(lines)
+
+
+def timeline_png(results: dict[str, dict], names: list[str], path: Path, invocations: int = 3) -> Path:
+    """Load lane and compute lane per mode for the first invocations after warm-up."""
+    from PIL import Image, ImageDraw
+
+    palette = [
+        (66, 133, 244),
+        (219, 68, 55),
+        (244, 180, 0),
+        (15, 157, 88),
+        (171, 71, 188),
+        (0, 172, 193),
+        (255, 112, 67),
+        (158, 157, 36),
+        (92, 107, 192),
+        (240, 98, 146),
+    ]
+    width, lane, label_w = 1400, 22, 150
+    modes = [m for m in ("streaming", "naive", "resident") if m in results]
+    height = 40 + len(modes) * (2 * lane + 34) + 30
+    img = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(img)
+    spans = {}
+    for m in modes:
+        ev = [e for e in results[m]["events"] if 1 <= e["invocation"] <= invocations]
+        start = min(e["start_ms"] for e in ev)
+        spans[m] = (start, max(e["end_ms"] for e in ev) - start, ev)
+    scale = (width - label_w - 20) / max(s[1] for s in spans.values())
+    draw.text((10, 10), f"chunk timeline, invocations 1-{invocations} (same time scale; colour = chunk)", fill="black")
+    y = 40
+    for m in modes:
+        start, _, ev = spans[m]
+        draw.text((10, y), m, fill="black")
+        for row, kind in enumerate(("load", "compute")):
+            top = y + 14 + row * lane
+            draw.text((70, top + 4), kind, fill=(90, 90, 90))
+            for e in (e for e in ev if e["kind"] == kind):
+                x0 = label_w + (e["start_ms"] - start) * scale
+                x1 = max(x0 + 1, label_w + (e["end_ms"] - start) * scale)
+                colour = palette[names.index(e["chunk"]) % len(palette)]
+                draw.rectangle([x0, top, x1, top + lane - 4], fill=colour)
+        y += 2 * lane + 34
+    legend_x = 10
+    for i, name in enumerate(names):
+        draw.rectangle([legend_x, y, legend_x + 12, y + 12], fill=palette[i % len(palette)])
+        draw.text((legend_x + 16, y), name, fill="black")
+        legend_x += 20 + 7 * len(name)
+    img.save(path)
+    return path
+
+
+def bench(root: Path, budget_mb: float | None, repeats: int, out: Path | None, progress=lambda m: None) -> dict:
+    artifact = open_artifact(root)
+    chunks = artifact.chunks
+    budget = budget_mb if budget_mb is not None else default_budget_mb(chunks)
+    if repeats < 1:
+        raise UserError(f"--repeats {repeats} must be at least 1: the issue's figure is 20")
+    ChunkLoader(artifact, budget).close()  # a budget below the largest chunk fails here, before any run
+    results = {}
+    for mode in MODES:
+        progress(mode)
+        results[mode] = run_mode(mode, root, budget, repeats)
+    artifact_bytes = sum(chunk_bytes(c) for c in chunks)
+    summary = summarize(results, artifact_bytes, chunks)
+    meta = {
+        "artifact": str(root),
+        "target": artifact.target,
+        "budget_mb": budget,
+        "repeats": repeats,
+        "random_weights": artifact.manifest["source"]["random_weights"],
+        "chunk_sizes": [{"name": c["name"], "mb": chunk_bytes(c) / MB} for c in chunks],
+    }
+    out = out or root / "bench"
+    out.mkdir(parents=True, exist_ok=True)
+    report = {"meta": meta, "summary": summary, "results": results}
+    (out / "bench.json").write_text(json.dumps(report, indent=2))
+    (out / "bench.md").write_text(markdown(meta, results, summary))
+    timeline_png(results, [c["name"] for c in chunks], out / "timeline.png")
+    report["files"] = [str(out / n) for n in ("bench.json", "bench.md", "timeline.png")]
+    return report
+
+
+if __name__ == "__main__" and len(sys.argv) == 6 and sys.argv[1] == "--worker":
+    print(json.dumps(worker(sys.argv[2], sys.argv[3], float(sys.argv[4]), int(sys.argv[5]))))

@@ -1,0 +1,221 @@
+"""Chunked execution within a memory budget (CI-DL): run chunk i while chunk i+1 loads.
+
+A ``ChunkLoader`` runs an artifact's chunks in manifest order, passing tensors by name. Under a
+memory budget it keeps the longest prefix of chunks that fits resident (loaded once, kept) and
+streams the rest: each streamed chunk is loaded by a background thread while the previous chunk
+computes, and released right after it runs. After the last chunk the thread already loads the
+first streamed chunk of the next invocation (diffusion samplers call the same chunks many times).
+
+Budget accounting uses the chunk files' bytes (weights dominate). Overlap needs room for two
+streamed chunks at once; a budget that only fits one streams without overlap.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from edgetrim.runtime.backends import Backend, open_backend
+from edgetrim.runtime.errors import UserError
+from edgetrim.runtime.manifest import Artifact
+
+MB = 1 << 20
+
+
+class ChunkLoadError(UserError):
+    """A chunk failed to load (in the loader thread); the message names the chunk."""
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    resident: tuple[int, ...]  # chunk indices kept loaded
+    streamed: tuple[int, ...]  # chunk indices loaded before use and released after
+    overlap: bool  # whether streamed loads run ahead on the loader thread
+    budget_bytes: int | None
+
+    def describe(self) -> str:
+        if not self.streamed:
+            return "all chunks resident"
+        mode = "with overlap" if self.overlap else "without overlap (budget fits one streamed chunk)"
+        return f"{len(self.resident)} resident, {len(self.streamed)} streamed {mode}"
+
+
+def chunk_bytes(chunk: dict) -> int:
+    return sum(f["bytes"] for f in chunk["files"])
+
+
+def plan_memory(chunks: list[dict], budget_mb: float | None, overlap: bool = True) -> MemoryPlan:
+    """Longest resident prefix such that resident bytes + the streaming slot(s) fit the budget."""
+    sizes = [chunk_bytes(c) for c in chunks]
+    if budget_mb is None:
+        return MemoryPlan(tuple(range(len(chunks))), (), False, None)
+    budget = int(budget_mb * MB)
+    largest = max(sizes)
+    if budget < largest:
+        raise UserError(
+            f"--memory-budget {budget_mb:g} MB is smaller than the largest chunk "
+            f"({chunks[sizes.index(largest)]['name']}, {largest / MB:.1f} MB): pass at least {largest / MB:.1f}"
+        )
+    if sum(sizes) <= budget:
+        return MemoryPlan(tuple(range(len(chunks))), (), False, budget)
+    for two_slots in (True, False) if overlap else (False,):
+        for split in range(len(chunks) - 1, -1, -1):
+            rest = sorted(sizes[split:])
+            slot = sum(rest[-2:]) if two_slots and len(rest) > 1 else rest[-1]
+            if sum(sizes[:split]) + slot <= budget:
+                return MemoryPlan(
+                    tuple(range(split)), tuple(range(split, len(chunks))), two_slots and len(rest) > 1, budget
+                )
+    return MemoryPlan((), tuple(range(len(chunks))), False, budget)
+
+
+@dataclass
+class Event:
+    chunk: str
+    kind: str  # load | compute
+    start: float
+    end: float
+    invocation: int
+
+
+@dataclass
+class Timeline:
+    events: list[Event] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, *args) -> None:
+        with self.lock:
+            self.events.append(Event(*args))
+
+
+def check_io(chunks: list[dict], inputs: set[str]) -> None:
+    """Every chunk input must come from the pipeline inputs or an earlier chunk, with the same shape and dtype."""
+    available: dict[str, tuple] = {}
+    for chunk in chunks:
+        for spec in chunk["inputs"]:
+            key = (tuple(spec["shape"]), spec["dtype"])
+            if spec["name"] in available:
+                if available[spec["name"]] != key:
+                    raise UserError(
+                        f"chunk {chunk['name']!r} expects {spec['name']} {list(key[0])} {key[1]} but the previous "
+                        f"chunk gives {list(available[spec['name']][0])} {available[spec['name']][1]}: "
+                        "the chunks do not line up, re-export the artifact"
+                    )
+            elif spec["name"] not in inputs:
+                raise UserError(
+                    f"chunk {chunk['name']!r} needs {spec['name']!r}, which no earlier chunk produces: "
+                    "the chunks do not line up, re-export the artifact"
+                )
+            else:
+                available[spec["name"]] = key
+        for spec in chunk["outputs"]:
+            available[spec["name"]] = (tuple(spec["shape"]), spec["dtype"])
+
+
+class ChunkLoader:
+    """Runs a verified artifact's chunks in order under a memory budget; ``run(feeds) -> outputs``."""
+
+    def __init__(
+        self,
+        artifact: Artifact,
+        memory_budget_mb: float | None = None,
+        overlap: bool = True,
+        providers: list[str] | None = None,
+    ) -> None:
+        self.artifact = artifact
+        self.chunks = artifact.chunks
+        self.names = [c["name"] for c in self.chunks]
+        self.providers = providers
+        first_inputs = {spec["name"] for spec in self.chunks[0]["inputs"]}
+        check_io(self.chunks, first_inputs)
+        self.plan = plan_memory(self.chunks, memory_budget_mb, overlap)
+        self.timeline = Timeline()
+        self.invocation = 0
+        self.resident: dict[int, Backend] = {}
+        self.pending: dict[int, Future] = {}
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edgetrim-loader")
+        self.output_names = [o["name"] for o in self.chunks[-1]["outputs"]]
+
+    # -- loading
+    def _load(self, index: int, invocation: int) -> Backend:
+        chunk = self.chunks[index]
+        t0 = time.perf_counter()
+        try:
+            backend = open_backend(
+                self.artifact.target,
+                self.artifact.file(chunk, "program"),
+                [i["name"] for i in chunk["inputs"]],
+                [o["name"] for o in chunk["outputs"]],
+                self.providers,
+                optimized=chunk.get("optimized") == "ort-extended",
+            )
+        except UserError:
+            raise
+        except Exception as exc:
+            raise ChunkLoadError(f"chunk {chunk['name']!r} failed to load: {type(exc).__name__}: {exc}") from exc
+        self.timeline.add(chunk["name"], "load", t0, time.perf_counter(), invocation)
+        return backend
+
+    def _prefetch(self, index: int, invocation: int) -> None:
+        if index not in self.pending:
+            self.pending[index] = self.pool.submit(self._load, index, invocation)
+
+    def _acquire(self, index: int) -> Backend:
+        if index in self.resident:
+            return self.resident[index]
+        if index in self.pending:
+            backend = self.pending.pop(index).result()  # waits; re-raises the loader's error here
+        else:
+            backend = self._load(index, self.invocation)
+        if index in self.plan.resident:
+            self.resident[index] = backend
+        return backend
+
+    def _next_streamed(self, index: int) -> int | None:
+        """The streamed chunk that runs after ``index`` (wrapping to the next invocation)."""
+        streamed = self.plan.streamed
+        if not streamed:
+            return None
+        later = [s for s in streamed if s > index]
+        return later[0] if later else streamed[0]
+
+    def warm(self) -> None:
+        """Load the resident chunks now (otherwise they load on first use)."""
+        for index in self.plan.resident:
+            self._acquire(index)
+
+    # -- running
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        env = dict(feeds)
+        invocation = self.invocation
+        for index, chunk in enumerate(self.chunks):
+            backend = self._acquire(index)
+            if self.plan.overlap:
+                nxt = self._next_streamed(index)
+                if nxt is not None and nxt != index:
+                    self._prefetch(nxt, invocation + int(nxt <= index))
+            t0 = time.perf_counter()
+            out = backend.run({spec["name"]: env[spec["name"]] for spec in chunk["inputs"]})
+            self.timeline.add(chunk["name"], "compute", t0, time.perf_counter(), invocation)
+            env.update(out)
+            if index not in self.plan.resident:
+                del backend  # released: the next use loads it again
+        self.invocation += 1
+        return {name: env[name] for name in self.output_names}
+
+    def close(self) -> None:
+        for future in self.pending.values():
+            future.cancel()
+        self.pool.shutdown(wait=True)
+        self.pending.clear()
+        self.resident.clear()
+
+    def __enter__(self) -> ChunkLoader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
