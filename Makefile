@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.edgetrim-installed
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint acceptance clean
 
 setup: $(STAMP)
 
@@ -28,3 +28,6 @@ lint: setup
 
 clean:
 	rm -rf artifacts build *.egg-info
+
+acceptance: setup
+	$(BIN)/python tests/acceptance_presets.py artifacts/acceptance

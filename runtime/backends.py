@@ -23,14 +23,25 @@ class Backend(Protocol):
 
 class OnnxBackend:
     def __init__(
-        self, path: Path, output_names: list[str], providers: list[str] | None = None, optimized: bool = False
+        self,
+        path: Path,
+        output_names: list[str],
+        providers: list[str] | None = None,
+        optimized: bool = False,
+        lean: bool = False,
     ) -> None:
+        """``lean``: for streamed chunks. Weights stay memory-mapped from the external data (no prepacked
+        copy) and activations are freed after each run (no per-session arena): loading is cheap and a
+        released session gives its memory back. Costs a few percent of compute."""
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         options.log_severity_level = 3
         if optimized:  # optimized and saved at export time: skip redoing it on every load
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        if lean:
+            options.add_session_config_entry("session.disable_prepacking", "1")
+            options.enable_cpu_mem_arena = False
         available = ort.get_available_providers()
         chosen = [p for p in (providers or ["CPUExecutionProvider"]) if p in available] or ["CPUExecutionProvider"]
         self.session = ort.InferenceSession(str(path), options, providers=chosen)
@@ -79,10 +90,11 @@ def open_backend(
     output_names: list[str],
     providers: list[str] | None = None,
     optimized: bool = False,
+    lean: bool = False,
 ) -> Backend:
     """``providers``: ONNX Runtime execution providers in order of preference (absent ones are skipped)."""
     if target == "onnx":
-        return OnnxBackend(path, output_names, providers, optimized)
+        return OnnxBackend(path, output_names, providers, optimized, lean)
     if target == "executorch":
         return ExecuTorchBackend(path, input_names, output_names)
     if target == "coreml":

@@ -117,7 +117,11 @@ def check_io(chunks: list[dict], inputs: set[str]) -> None:
 
 
 class ChunkLoader:
-    """Runs a verified artifact's chunks in order under a memory budget; ``run(feeds) -> outputs``."""
+    """Runs a verified artifact's chunks in order under a memory budget; ``run(feeds) -> outputs``.
+
+    ``lean`` (default: on when streaming) opens ONNX sessions with memory-mapped weights and no
+    per-session arena, see ``OnnxBackend``.
+    """
 
     def __init__(
         self,
@@ -125,6 +129,7 @@ class ChunkLoader:
         memory_budget_mb: float | None = None,
         overlap: bool = True,
         providers: list[str] | None = None,
+        lean: bool | None = None,
     ) -> None:
         self.artifact = artifact
         self.chunks = artifact.chunks
@@ -133,6 +138,7 @@ class ChunkLoader:
         first_inputs = {spec["name"] for spec in self.chunks[0]["inputs"]}
         check_io(self.chunks, first_inputs)
         self.plan = plan_memory(self.chunks, memory_budget_mb, overlap)
+        self.lean = bool(self.plan.streamed) if lean is None else lean  # lean sessions when streaming
         self.timeline = Timeline()
         self.invocation = 0
         self.resident: dict[int, Backend] = {}
@@ -152,6 +158,7 @@ class ChunkLoader:
                 [o["name"] for o in chunk["outputs"]],
                 self.providers,
                 optimized=chunk.get("optimized") == "ort-extended",
+                lean=self.lean,
             )
         except UserError:
             raise
