@@ -147,7 +147,8 @@ def test_bench_writes_json_markdown_and_timeline(chunked, tmp_path):
     proc = run_cli("bench", root, "--repeats", "2", "--out", tmp_path / "b", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     report = json.loads((tmp_path / "b" / "bench.json").read_text())
-    assert set(report["results"]) == {"resident", "streaming", "naive"}
+    assert set(report["results"]) == {"resident", "resident-lean", "streaming", "naive"}
+    assert 0.0 <= report["summary"]["load_overlap_fraction"] <= 1.0
     streaming = report["results"]["streaming"]
     assert streaming["plan"]["overlap"] and streaming["peak_rss_mb"] > 0
     assert all(v["compute_ms"] > 0 for v in report["results"]["resident"]["per_chunk"].values())
