@@ -247,12 +247,13 @@ def test_intact_copy_runs(tiny_onnx, sample_png, tmp_path):
 
 def test_altered_artifact_is_refused_before_the_backend_opens(tiny_onnx, tmp_path, monkeypatch):
     """The sha256 check runs before the program is handed to a runtime (which might load it happily)."""
+    import edgetrim.runtime.chunks as chunks
     import edgetrim.runtime.vision as vision
 
     def no_backend(*args, **kwargs):
         raise AssertionError("the backend was opened on an altered artifact")
 
-    monkeypatch.setattr(vision, "open_backend", no_backend)
+    monkeypatch.setattr(chunks, "open_backend", no_backend)
     art = _copy_artifact(tiny_onnx, tmp_path)
     _flip_middle_byte(art / "model.onnx")
     with pytest.raises(UserError, match="sha256"):

@@ -66,7 +66,7 @@ def export_coreml(
     model = ct.convert(
         program,
         inputs=[
-            ct.TensorType(name=name, shape=tuple(x.shape), dtype=np.float32)
+            ct.TensorType(name=name, shape=tuple(x.shape), dtype=np.float32 if x.is_floating_point() else np.int32)
             for name, x in zip(input_names, example, strict=True)
         ],
         outputs=[

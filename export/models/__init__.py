@@ -1,0 +1,1 @@
+"""Model families exported by edgetrim beyond the Hugging Face vision towers."""

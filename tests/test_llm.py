@@ -1,0 +1,203 @@
+"""Language-model export with a static KV cache: parity with transformers on tiny seeded models.
+
+* prefill logits of the ONNX and ExecuTorch chunks == Qwen2ForCausalLM's (<= 1e-4), prompt
+  shorter than the static prefill (right padding);
+* 16 greedy decode steps with the static cache == full recomputation with transformers (token-exact);
+* ``edgetrim.runtime.llm`` generates without torch (import blocked) and matches ``generate``;
+* a Llama-shaped model exports too (prefill parity); CoreML conversion succeeds (spec check).
+
+Random weights: the generated text is meaningless, only the agreement matters.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from edgetrim.export.llm import export_llm
+from edgetrim.export.llm_presets import (
+    IMAGE_TOKEN,
+    build_byte_tokenizer,
+    random_causal_lm,
+    tiny_llama_config,
+    tiny_qwen2_config,
+)
+from edgetrim.runtime.errors import UserError
+from edgetrim.runtime.llm import LanguageModelRunner, load_tokenizer
+
+MAX_LEN, PREFILL = 64, 40
+PROMPT = "<|im_start|>user\n<image>\nDescribe the image in one sentence.<|im_end|>\n<|im_start|>assistant\n"
+VISUAL_TOKENS = 6
+STEPS = 16
+ATOL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def qwen():
+    model = random_causal_lm(tiny_qwen2_config(max_len=MAX_LEN), seed=3)
+    model.generation_config.eos_token_id = None
+    model.generation_config.pad_token_id = 0
+    return model
+
+
+@pytest.fixture(scope="module")
+def tokenizer_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tokenizer")
+    build_byte_tokenizer(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def exported(qwen, tmp_path_factory):
+    """{'onnx': folder (2 layer groups), 'executorch': folder (1 layer group)}."""
+    root = tmp_path_factory.mktemp("llm")
+    out = {}
+    for target, groups in (("onnx", 2), ("executorch", 1)):
+        out[target] = root / target
+        export_llm(qwen, out[target], target, MAX_LEN, PREFILL, groups=groups)
+    return out
+
+
+@pytest.fixture(scope="module")
+def prompt(qwen, tokenizer_dir):
+    """(ids, visual [K, D], image token id, spliced embeddings [n, D])."""
+    tok = load_tokenizer(tokenizer_dir)
+    ids = tok.encode(PROMPT).ids
+    image = tok.token_to_id(IMAGE_TOKEN)
+    visual = np.random.default_rng(0).normal(0, 0.5, (VISUAL_TOKENS, qwen.config.hidden_size)).astype(np.float32)
+    table = qwen.get_input_embeddings().weight.detach().numpy()
+    at = ids.index(image)
+    embeds = np.concatenate([table[ids[:at]], visual, table[ids[at + 1 :]]])
+    assert embeds.shape[0] < PREFILL
+    return ids, visual, image, embeds
+
+
+def hf_last_logits(model, embeds: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return model(inputs_embeds=torch.from_numpy(embeds)[None]).logits[0, -1].numpy()
+
+
+@pytest.mark.parametrize("target", ["onnx", "executorch"])
+def test_prefill_logits_match_transformers(target, qwen, exported, prompt):
+    ids, visual, image, embeds = prompt
+    runner = LanguageModelRunner.from_folder(exported[target])
+    spliced = runner.embed(ids, visual, image)
+    np.testing.assert_array_equal(spliced, embeds)
+    got = runner.generate(spliced, max_new_tokens=1).first_logits
+    assert np.abs(got - hf_last_logits(qwen, embeds)).max() <= ATOL
+
+
+@pytest.mark.parametrize("target", ["onnx", "executorch"])
+def test_static_cache_decode_equals_full_recomputation(target, qwen, exported, prompt):
+    embeds = prompt[3]
+    result = LanguageModelRunner.from_folder(exported[target]).generate(embeds, max_new_tokens=STEPS + 1)
+    table = qwen.get_input_embeddings().weight.detach().numpy()
+    seq, expected = embeds, []
+    for _ in range(STEPS + 1):
+        expected.append(int(np.argmax(hf_last_logits(qwen, seq))))
+        seq = np.concatenate([seq, table[expected[-1]][None]])
+    assert result.tokens == expected
+    assert len(result.step_s) == STEPS and result.decode_tokens_per_s > 0 and result.ttft_s > 0
+
+
+BLOCK_TORCH = r"""
+import importlib.abc
+import sys
+
+
+class BlockTorch(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ModuleNotFoundError(f"import of {name} is blocked in this test", name=name)
+        return None
+
+
+sys.meta_path.insert(0, BlockTorch())
+"""
+
+GENERATE = r"""
+import json
+import numpy as np
+from edgetrim.runtime.llm import LanguageModelRunner, load_tokenizer
+
+folder, tokenizer_dir, visual, prompt, steps = sys.argv[1:6]
+tok = load_tokenizer(tokenizer_dir)
+runner = LanguageModelRunner.from_folder(folder)
+embeds = runner.embed(tok.encode(prompt).ids, np.load(visual), tok.token_to_id("<image>"))
+result = runner.generate(embeds, int(steps))
+torch_loaded = any(m == "torch" or m.startswith("torch.") for m in sys.modules)
+print(json.dumps({"tokens": result.tokens, "torch": torch_loaded, "text": tok.decode(result.tokens)}))
+"""
+
+
+def test_runtime_generates_without_torch_like_transformers(qwen, exported, prompt, tokenizer_dir, tmp_path):
+    visual = tmp_path / "visual.npy"
+    np.save(visual, prompt[1])
+    proc = subprocess.run(
+        [sys.executable, "-c", BLOCK_TORCH + GENERATE, str(exported["onnx"]), str(tokenizer_dir), str(visual)]
+        + [PROMPT, "8"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["torch"] is False
+    with torch.no_grad():
+        ref = qwen.generate(inputs_embeds=torch.from_numpy(prompt[3])[None], max_new_tokens=8, do_sample=False)
+    assert out["tokens"] == ref[0].tolist()
+
+
+def test_prompt_longer_than_prefill_is_refused(exported, qwen):
+    runner = LanguageModelRunner.from_folder(exported["onnx"])
+    with pytest.raises(UserError, match="longer than the exported prefill length"):
+        runner.generate(np.zeros((PREFILL + 1, qwen.config.hidden_size), np.float32), 1)
+    with pytest.raises(UserError, match="exceed the KV cache"):
+        runner.generate(np.zeros((PREFILL, qwen.config.hidden_size), np.float32), MAX_LEN)
+    with pytest.raises(UserError, match="image placeholders"):
+        runner.embed([1, 2, 3], np.zeros((2, qwen.config.hidden_size), np.float32), 9)
+
+
+def test_llama_prefill_parity_and_coreml_conversion(tmp_path):
+    from edgetrim.export.targets.coreml import coreml_spec_summary
+
+    model = random_causal_lm(tiny_llama_config(max_len=MAX_LEN), seed=5)
+    export_llm(model, tmp_path / "onnx", "onnx", MAX_LEN, 16, graphs=("prefill",))
+    embeds = np.random.default_rng(1).normal(0, 0.5, (11, model.config.hidden_size)).astype(np.float32)
+    got = LanguageModelRunner.from_folder(tmp_path / "onnx").generate(embeds, 1).first_logits
+    assert np.abs(got - hf_last_logits(model, embeds)).max() <= ATOL
+
+    section = export_llm(model, tmp_path / "coreml", "coreml", MAX_LEN, 16, fp16=True)
+    for chunk in section["prefill"] + section["decode"]:
+        spec = coreml_spec_summary(tmp_path / "coreml" / chunk["files"][0]["path"])
+        assert [i["name"] for i in spec["inputs"]] == [i["name"] for i in chunk["inputs"]]
+        assert [(o["name"], o["shape"]) for o in spec["outputs"]] == [(o["name"], o["shape"]) for o in chunk["outputs"]]
+
+
+def test_llava_folder_language_model(tmp_path):
+    """The language model read from a LLaVA folder (save_pretrained) gives the LLaVA model's own logits."""
+    from transformers import CLIPVisionConfig, LlavaConfig, LlavaForConditionalGeneration
+
+    from edgetrim.export.graph import block_groups
+    from edgetrim.export.llm import INPUTS_EMBEDS, LAST_INDEX, LOGITS, LanguageModel, build_llm_stages, load_causal_lm
+    from edgetrim.export.llm import run_stages as run_torch_stages
+
+    vision = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2)
+    vision.update({"image_size": 32, "patch_size": 8})
+    torch.manual_seed(0)
+    llava = LlavaForConditionalGeneration(LlavaConfig(vision_config=vision, text_config=tiny_qwen2_config())).eval()
+    llava.save_pretrained(tmp_path)
+    lm = LanguageModel(load_causal_lm(tmp_path), MAX_LEN, 12)
+    embeds = torch.randn(1, 12, 64, generator=torch.Generator().manual_seed(2))
+    env = run_torch_stages(
+        build_llm_stages(lm, block_groups(2, 2), True), {INPUTS_EMBEDS: embeds, LAST_INDEX: torch.tensor([11])}
+    )
+    with torch.no_grad():
+        ref = llava(inputs_embeds=embeds).logits[0, -1]
+    assert (env[LOGITS][0] - ref).abs().max() <= ATOL
