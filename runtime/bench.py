@@ -141,7 +141,7 @@ def summarize(results: dict[str, dict], artifact_bytes: int, chunks: list[dict])
         "goals": {
             "peak_rss_le_40pct": stream["peak_rss_mb"] / res["peak_rss_mb"] <= 0.40,
             "latency_le_1.25x": stream["latency_ms"] / res["latency_ms"] <= 1.25,
-            "load_hidden_ge_70pct": stream["load_overlap_fraction"] >= 0.70,
+            "load_hidden_ge_70pct": hidden >= 0.70,  # in wall-clock terms, against the naive run
         },
     }
 
