@@ -16,6 +16,8 @@ from edgetrim.runtime.errors import UserError
 
 EXIT_USER_ERROR = 2
 EXIT_VALIDATION_FAILED = 1
+# (artifact kind, command) -> "module:function" taking the parsed args; vision encoders are handled here
+FAMILY_COMMANDS: dict[tuple[str, str], str] = {}
 console = Console(stderr=False, highlight=False)
 errors = Console(stderr=True, highlight=False)
 
@@ -118,11 +120,30 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def family_command(kind: str, command: str):
+    """The ``run`` / ``bench`` handler for an artifact kind other than vision-encoder (imported lazily)."""
+    import importlib
+
+    module, name = FAMILY_COMMANDS[(kind, command)].split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def artifact_kind(path: Path) -> str:
+    from edgetrim.runtime.manifest import read_manifest
+
+    return read_manifest(path).kind
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from edgetrim.runtime.overlay import kept_overlay
     from edgetrim.runtime.preprocess import load_image
     from edgetrim.runtime.vision import VisionEncoder
 
+    kind = artifact_kind(args.artifact)
+    if (kind, "run") in FAMILY_COMMANDS:
+        return family_command(kind, "run")(args)
+    if args.image is None:
+        raise UserError(f"{args.artifact} is a vision encoder: pass --image PATH")
     if args.overlay and args.overlay.suffix.lower() != ".png":
         raise UserError(f"--overlay {args.overlay} must end in .png: e.g. --overlay kept.png")
     image = load_image(args.image)
@@ -175,6 +196,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from edgetrim.runtime.bench import MODES, bench
+
+    kind = artifact_kind(args.artifact)
+    if (kind, "bench") in FAMILY_COMMANDS:
+        return family_command(kind, "bench")(args)
 
     with Progress(
         SpinnerColumn(),
@@ -284,7 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run an ONNX or ExecuTorch artifact on an image (torch-free for ONNX)")
     run.add_argument("artifact", type=Path, help="artifact folder written by edgetrim export")
-    run.add_argument("--image", required=True, type=Path, help="image file")
+    run.add_argument("--image", type=Path, help="image file (vision encoders and VLMs)")
     run.add_argument("--overlay", type=Path, help="write a PNG of the kept patches over each view")
     run.add_argument("--json", type=Path, help="write K, budgets, positions and timings as JSON")
     run.add_argument("--memory-budget", type=float, help="MB: keep what fits resident, stream the other chunks")

@@ -64,7 +64,7 @@ def quiet_torch_imports() -> None:
 
 
 class ExecuTorchBackend:
-    def __init__(self, path: Path, input_names: list[str], output_names: list[str]) -> None:
+    def __init__(self, path: Path, input_names: list[str], output_names: list[str], method: str = "forward") -> None:
         try:
             quiet_torch_imports()
             from executorch.runtime import Runtime
@@ -72,7 +72,10 @@ class ExecuTorchBackend:
             raise UserError(
                 "this artifact is an ExecuTorch program but executorch is not installed: pip install executorch==1.5.1"
             ) from None
-        self.method = Runtime.get().load_program(str(path)).load_method("forward")
+        program = Runtime.get().load_program(str(path))
+        if method not in program.method_names:
+            raise UserError(f"{path.name} has no method {method!r} (it has {sorted(program.method_names)}): re-export")
+        self.method = program.load_method(method)
         self.input_names = input_names
         self.output_names = output_names
 
@@ -91,12 +94,14 @@ def open_backend(
     providers: list[str] | None = None,
     optimized: bool = False,
     lean: bool = False,
+    method: str = "forward",
 ) -> Backend:
-    """``providers``: ONNX Runtime execution providers in order of preference (absent ones are skipped)."""
+    """``providers``: ONNX Runtime execution providers in order of preference (absent ones are skipped);
+    ``method``: the ExecuTorch method to run (an ONNX file holds one graph)."""
     if target == "onnx":
         return OnnxBackend(path, output_names, providers, optimized, lean)
     if target == "executorch":
-        return ExecuTorchBackend(path, input_names, output_names)
+        return ExecuTorchBackend(path, input_names, output_names, method)
     if target == "coreml":
         raise UserError("CoreML artifacts run through Core ML on Apple devices: use the iOS app, not edgetrim run")
     raise UserError(f"unknown target {target!r} in the manifest: re-export the artifact")

@@ -8,6 +8,10 @@ first streamed chunk of the next invocation (diffusion samplers call the same ch
 
 Budget accounting uses the chunk files' bytes (weights dominate). Overlap needs room for two
 streamed chunks at once; a budget that only fits one streams without overlap.
+
+A loader runs one pipeline of the artifact (``Artifact.pipeline``). ``run(feeds, function=...)``
+picks the function of multi-function chunks (e.g. ``tdtm`` for merged steps, ``plain`` after);
+chunks without functions run their one program. Each (chunk, function) is its own backend.
 """
 
 from __future__ import annotations
@@ -117,10 +121,11 @@ def check_io(chunks: list[dict], inputs: set[str]) -> None:
 
 
 class ChunkLoader:
-    """Runs a verified artifact's chunks in order under a memory budget; ``run(feeds) -> outputs``.
+    """Runs one pipeline of a verified artifact in order under a memory budget; ``run(feeds) -> outputs``.
 
-    ``lean`` (default: on when streaming) opens ONNX sessions with memory-mapped weights and no
-    per-session arena, see ``OnnxBackend``.
+    ``inputs``: the names the caller feeds (default: the first chunk's inputs); ``outputs``: the names
+    ``run`` returns (default: the last chunk's outputs). ``lean`` (default: on when streaming) opens
+    ONNX sessions with memory-mapped weights and no per-session arena, see ``OnnxBackend``.
     """
 
     def __init__(
@@ -130,35 +135,48 @@ class ChunkLoader:
         overlap: bool = True,
         providers: list[str] | None = None,
         lean: bool | None = None,
+        pipeline: str | None = None,
+        inputs: list[str] | None = None,
+        outputs: list[str] | None = None,
     ) -> None:
         self.artifact = artifact
-        self.chunks = artifact.chunks
+        self.chunks = artifact.pipeline(pipeline)
         self.names = [c["name"] for c in self.chunks]
         self.providers = providers
-        first_inputs = {spec["name"] for spec in self.chunks[0]["inputs"]}
-        check_io(self.chunks, first_inputs)
+        self.input_names = inputs or [spec["name"] for spec in self.chunks[0]["inputs"]]
+        check_io(self.chunks, set(self.input_names))
+        produced = {spec["name"] for c in self.chunks for spec in c["outputs"]}
+        self.output_names = outputs or [o["name"] for o in self.chunks[-1]["outputs"]]
+        missing = [n for n in self.output_names if n not in produced]
+        if missing:
+            raise UserError(f"no chunk produces {', '.join(missing)}: the artifact does not match this runtime")
         self.plan = plan_memory(self.chunks, memory_budget_mb, overlap)
         self.lean = bool(self.plan.streamed) if lean is None else lean  # lean sessions when streaming
         self.timeline = Timeline()
         self.invocation = 0
-        self.resident: dict[int, Backend] = {}
-        self.pending: dict[int, Future] = {}
+        self.resident: dict[tuple[int, str | None], Backend] = {}
+        self.pending: dict[tuple[int, str | None], Future] = {}
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edgetrim-loader")
-        self.output_names = [o["name"] for o in self.chunks[-1]["outputs"]]
 
     # -- loading
-    def _load(self, index: int, invocation: int) -> Backend:
+    def _key(self, index: int, function: str | None) -> tuple[int, str | None]:
+        """Backends are per (chunk, function); a chunk without functions has one, whatever is asked."""
+        return (index, function if self.chunks[index].get("functions") else None)
+
+    def _load(self, index: int, function: str | None, invocation: int) -> Backend:
         chunk = self.chunks[index]
         t0 = time.perf_counter()
+        path, method = self.artifact.program(chunk, function)
         try:
             backend = open_backend(
                 self.artifact.target,
-                self.artifact.file(chunk, "program"),
+                path,
                 [i["name"] for i in chunk["inputs"]],
                 [o["name"] for o in chunk["outputs"]],
                 self.providers,
                 optimized=chunk.get("optimized") == "ort-extended",
                 lean=self.lean,
+                method=method,
             )
         except UserError:
             raise
@@ -167,19 +185,23 @@ class ChunkLoader:
         self.timeline.add(chunk["name"], "load", t0, time.perf_counter(), invocation)
         return backend
 
-    def _prefetch(self, index: int, invocation: int) -> None:
-        if index not in self.pending:
-            self.pending[index] = self.pool.submit(self._load, index, invocation)
+    def _prefetch(self, index: int, function: str | None, invocation: int) -> None:
+        key = self._key(index, function)
+        if key not in self.pending and key not in self.resident:
+            self.pending[key] = self.pool.submit(self._load, index, function, invocation)
 
-    def _acquire(self, index: int) -> Backend:
-        if index in self.resident:
-            return self.resident[index]
-        if index in self.pending:
-            backend = self.pending.pop(index).result()  # waits; re-raises the loader's error here
+    def _acquire(self, index: int, function: str | None) -> Backend:
+        key = self._key(index, function)
+        if key in self.resident:
+            return self.resident[key]
+        for stale in [k for k in self.pending if k[0] == index and k != key]:  # prefetched another function
+            self.pending.pop(stale).cancel()
+        if key in self.pending:
+            backend = self.pending.pop(key).result()  # waits; re-raises the loader's error here
         else:
-            backend = self._load(index, self.invocation)
+            backend = self._load(index, function, self.invocation)
         if index in self.plan.resident:
-            self.resident[index] = backend
+            self.resident[key] = backend
         return backend
 
     def _next_streamed(self, index: int) -> int | None:
@@ -190,21 +212,25 @@ class ChunkLoader:
         later = [s for s in streamed if s > index]
         return later[0] if later else streamed[0]
 
-    def warm(self) -> None:
+    def warm(self, function: str | None = None) -> None:
         """Load the resident chunks now (otherwise they load on first use)."""
         for index in self.plan.resident:
-            self._acquire(index)
+            self._acquire(index, function)
 
     # -- running
-    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def run(self, feeds: dict[str, np.ndarray], function: str | None = None) -> dict[str, np.ndarray]:
+        """Run the pipeline once; ``function`` selects the variant of multi-function chunks."""
+        absent = [n for n in self.input_names if n not in feeds]
+        if absent:
+            raise UserError(f"missing input {', '.join(absent)} for pipeline {'/'.join(self.names)}")
         env = dict(feeds)
         invocation = self.invocation
         for index, chunk in enumerate(self.chunks):
-            backend = self._acquire(index)
+            backend = self._acquire(index, function)
             if self.plan.overlap:
                 nxt = self._next_streamed(index)
-                if nxt is not None and nxt != index:
-                    self._prefetch(nxt, invocation + int(nxt <= index))
+                if nxt is not None and nxt != index:  # the next invocation usually runs the same function
+                    self._prefetch(nxt, function, invocation + int(nxt <= index))
             t0 = time.perf_counter()
             out = backend.run({spec["name"]: env[spec["name"]] for spec in chunk["inputs"]})
             self.timeline.add(chunk["name"], "compute", t0, time.perf_counter(), invocation)

@@ -2,6 +2,12 @@
 
 Schema: ``manifest.schema.json`` beside this file (published; the tests validate every export
 against it). This reader is dependency-free and checks what the runtime relies on.
+
+``chunks`` lists every program of the artifact (unique names). ``pipelines`` (optional) names the
+ordered chunk lists the runtime runs, e.g. ``{"vision": [...], "prefill": [...], "decode": [...]}``;
+without it the artifact has one pipeline, all chunks in order. A chunk may hold several
+``functions`` (e.g. ``plain`` / ``tdtm``) sharing its weights. Top-level ``files`` lists data that
+belongs to no chunk (embedding tables, tokenizer files); it is verified like chunk files.
 """
 
 from __future__ import annotations
@@ -16,6 +22,14 @@ from edgetrim.runtime.errors import UserError
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 SCHEMA_PATH = Path(__file__).with_name("manifest.schema.json")
+DAMAGED = "the manifest is damaged, re-export the artifact"
+# artifact kind -> top-level keys the runtime reads
+REQUIRED_KEYS = {
+    "vision-encoder": ("target", "chunks", "preprocessing", "reduction", "source"),
+    "vlm": ("target", "chunks", "pipelines", "preprocessing", "reduction", "source", "llm", "files"),
+    "video-denoiser": ("target", "chunks", "pipelines", "source", "video"),
+    "text-encoder": ("target", "chunks", "source", "text_encoder"),
+}
 
 
 @dataclass(frozen=True)
@@ -28,11 +42,56 @@ class Artifact:
         return self.manifest["target"]
 
     @property
+    def kind(self) -> str:
+        return self.manifest["kind"]
+
+    @property
     def chunks(self) -> list[dict]:
         return self.manifest["chunks"]
 
+    @property
+    def pipelines(self) -> dict[str, list[str]]:
+        """Pipeline name -> chunk names in run order (one pipeline, ``main``, when the manifest names none)."""
+        return self.manifest.get("pipelines") or {"main": [c["name"] for c in self.chunks]}
+
+    def pipeline(self, name: str | None = None) -> list[dict]:
+        """The chunks of pipeline ``name`` in run order (``None``: the only pipeline, or ``main``)."""
+        pipelines = self.pipelines
+        if name is None:
+            name = next(iter(pipelines)) if len(pipelines) == 1 else "main"
+        if name not in pipelines:
+            raise UserError(f"the artifact has no pipeline {name!r} (it has {', '.join(pipelines)}): re-export it")
+        by_name = {c["name"]: c for c in self.chunks}
+        return [by_name[n] for n in pipelines[name]]
+
     def file(self, chunk: dict, role: str) -> Path:
         return self.root / next(f["path"] for f in chunk["files"] if f["role"] == role)
+
+    def data_file(self, role: str) -> Path:
+        """A top-level data file (``files``) by role, e.g. ``embedding`` or ``tokenizer``."""
+        for entry in self.manifest.get("files", []):
+            if entry["role"] == role:
+                return self.root / entry["path"]
+        raise UserError(f"the artifact lists no {role} file: re-export it")
+
+    def program(self, chunk: dict, function: str | None = None) -> tuple[Path, str]:
+        """(program file, method name) that runs ``function`` of a chunk.
+
+        A chunk with ``functions`` maps each to ``{"file": path, "method": name}`` (method: the
+        ExecuTorch method or CoreML function; an ONNX file holds one graph); ``None`` picks its first.
+        A chunk without ``functions`` has one program, used whatever function the pipeline runs.
+        """
+        functions = chunk.get("functions")
+        if not functions:
+            return self.file(chunk, "program"), "forward"
+        function = function or next(iter(functions))
+        if function not in functions:
+            raise UserError(
+                f"chunk {chunk['name']!r} has no function {function!r} (it has {', '.join(functions)}): "
+                "re-export the artifact with that variant"
+            )
+        entry = functions[function]
+        return self.root / entry["file"], entry.get("method", "forward")
 
 
 def sha256_file(path: Path, block: int = 1 << 20) -> str:
@@ -76,60 +135,98 @@ def read_manifest(root: str | Path) -> Artifact:
         raise UserError(
             f"{path} has schema version {version}, newer than this runtime's {SCHEMA_VERSION}: upgrade edgetrim"
         )
-    for key in ("target", "chunks", "preprocessing", "reduction", "source"):
+    kind = manifest.get("kind", "vision-encoder")
+    if kind not in REQUIRED_KEYS:
+        raise UserError(f"{path} describes a {kind!r} artifact, which this runtime does not know: upgrade edgetrim")
+    for key in REQUIRED_KEYS[kind]:
         if key not in manifest:
             raise UserError(f"{path} lacks {key!r}: the manifest is damaged, re-export the artifact")
     check_chunks(path, manifest["chunks"])
+    check_pipelines(path, manifest)
+    check_file_entries(path, "the artifact", manifest.get("files", []))
     return Artifact(root, manifest)
 
 
+def check_file_entries(path: Path, owner: str, files) -> None:
+    """File entries: typed, and inside the artifact folder."""
+    if not isinstance(files, list):
+        raise UserError(f"{path}: {owner} has a files entry that is not a list: {DAMAGED}")
+    for entry in files:
+        if not (
+            isinstance(entry, dict)
+            and isinstance(entry.get("path"), str)
+            and isinstance(entry.get("role"), str)
+            and isinstance(entry.get("bytes"), int)
+            and isinstance(entry.get("sha256"), str)
+        ):
+            raise UserError(f"{path}: {owner} has a file entry without path, role, bytes or sha256: {DAMAGED}")
+        rel = PurePosixPath(entry["path"])
+        if not entry["path"] or rel.is_absolute() or ".." in rel.parts or "\\" in entry["path"]:
+            raise UserError(f"{path}: file {entry['path']!r} is outside the artifact folder: {DAMAGED}")
+
+
 def check_chunks(path: Path, chunks) -> None:
-    """The chunk and file entries the runtime indexes into: present, typed, and inside the folder."""
-    damaged = "the manifest is damaged, re-export the artifact"
+    """The chunk and file entries the runtime indexes into: present, typed, inside the folder, names unique."""
     if not isinstance(chunks, list) or not chunks:
         raise UserError(f"{path} lists no chunks: re-export the artifact")
+    seen: set[str] = set()
     for i, chunk in enumerate(chunks):
         if not isinstance(chunk, dict) or any(k not in chunk for k in ("name", "files", "inputs", "outputs")):
-            raise UserError(f"{path}: chunk {i} lacks name, files, inputs or outputs: {damaged}")
+            raise UserError(f"{path}: chunk {i} lacks name, files, inputs or outputs: {DAMAGED}")
+        if chunk["name"] in seen:
+            raise UserError(f"{path}: two chunks are named {chunk['name']!r}: {DAMAGED}")
+        seen.add(chunk["name"])
         files = chunk["files"]
         if not isinstance(files, list) or not files:
-            raise UserError(f"{path}: chunk {chunk['name']!r} lists no files: {damaged}")
-        for entry in files:
-            if not (
-                isinstance(entry, dict)
-                and isinstance(entry.get("path"), str)
-                and isinstance(entry.get("role"), str)
-                and isinstance(entry.get("bytes"), int)
-                and isinstance(entry.get("sha256"), str)
-            ):
-                raise UserError(
-                    f"{path}: chunk {chunk['name']!r} has a file entry without path, role, bytes or sha256: {damaged}"
-                )
-            rel = PurePosixPath(entry["path"])
-            if not entry["path"] or rel.is_absolute() or ".." in rel.parts or "\\" in entry["path"]:
-                raise UserError(f"{path}: file {entry['path']!r} is outside the artifact folder: {damaged}")
+            raise UserError(f"{path}: chunk {chunk['name']!r} lists no files: {DAMAGED}")
+        check_file_entries(path, f"chunk {chunk['name']!r}", files)
         if not any(entry["role"] == "program" for entry in files):
-            raise UserError(f"{path}: chunk {chunk['name']!r} lists no program file: {damaged}")
+            raise UserError(f"{path}: chunk {chunk['name']!r} lists no program file: {DAMAGED}")
+        listed = {entry["path"] for entry in files}
+        functions = chunk.get("functions", {})
+        if not isinstance(functions, dict) or any(
+            not isinstance(f, dict) or f.get("file") not in listed for f in functions.values()
+        ):
+            raise UserError(f"{path}: chunk {chunk['name']!r} has a function whose file it does not list: {DAMAGED}")
+
+
+def check_pipelines(path: Path, manifest: dict) -> None:
+    """Every pipeline is a non-empty list of existing chunk names."""
+    pipelines = manifest.get("pipelines")
+    if pipelines is None:
+        return
+    names = {c["name"] for c in manifest["chunks"]}
+    if not isinstance(pipelines, dict) or not pipelines:
+        raise UserError(f"{path}: pipelines must map names to chunk lists: {DAMAGED}")
+    for name, members in pipelines.items():
+        if not isinstance(members, list) or not members or any(m not in names for m in members):
+            raise UserError(f"{path}: pipeline {name!r} names chunks the manifest does not list: {DAMAGED}")
+
+
+def verify_entry(root: Path, owner: str, entry: dict) -> None:
+    """Refuse a listed file that is missing, resized or altered (sha256)."""
+    path = root / entry["path"]
+    if not path.exists():
+        raise UserError(f"{owner}: file {entry['path']} is missing: re-export or re-copy it")
+    size, sha = digest_path(path)
+    if size != entry["bytes"]:
+        raise UserError(
+            f"{owner}: {entry['path']} has {size} bytes, the manifest says {entry['bytes']}: "
+            "the file is truncated or replaced, re-copy the artifact"
+        )
+    if sha != entry["sha256"]:
+        raise UserError(
+            f"{owner}: {entry['path']} fails its sha256 check: the file is corrupted or altered, re-copy the artifact"
+        )
 
 
 def verify_files(artifact: Artifact) -> None:
-    """Refuse the artifact if any listed file is missing, resized or altered (sha256)."""
+    """Refuse the artifact if any listed file (of a chunk, or top-level data) is missing, resized or altered."""
     for chunk in artifact.chunks:
         for entry in chunk["files"]:
-            path = artifact.root / entry["path"]
-            if not path.exists():
-                raise UserError(f"chunk {chunk['name']!r}: file {entry['path']} is missing: re-export or re-copy it")
-            size, sha = digest_path(path)
-            if size != entry["bytes"]:
-                raise UserError(
-                    f"chunk {chunk['name']!r}: {entry['path']} has {size} bytes, the manifest says {entry['bytes']}: "
-                    "the file is truncated or replaced, re-copy the artifact"
-                )
-            if sha != entry["sha256"]:
-                raise UserError(
-                    f"chunk {chunk['name']!r}: {entry['path']} fails its sha256 check: the file is corrupted or "
-                    "altered, re-copy the artifact"
-                )
+            verify_entry(artifact.root, f"chunk {chunk['name']!r}", entry)
+    for entry in artifact.manifest.get("files", []):
+        verify_entry(artifact.root, f"{entry['role']} data", entry)
 
 
 def open_artifact(root: str | Path) -> Artifact:

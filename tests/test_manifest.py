@@ -130,7 +130,7 @@ BROKEN = {
     "bytes as string": _set("899897", *FILE, "bytes"),
     "absolute path": _set("/etc/passwd", *FILE, "path"),
     "path escapes": _set("../model.onnx", *FILE, "path"),
-    "unknown role": _set("weights", *FILE, "role"),
+    "malformed role": _set("Weights File", *FILE, "role"),
     "extra key in file": _set("x", *FILE, "comment"),
     "extra key in chunk": _set("x", "chunks", 0, "comment"),
     "zero dimension": _set([1, 0, 96], "chunks", 0, "outputs", 0, "shape"),
