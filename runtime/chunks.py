@@ -160,8 +160,10 @@ class ChunkLoader:
 
     # -- loading
     def _key(self, index: int, function: str | None) -> tuple[int, str | None]:
-        """Backends are per (chunk, function); a chunk without functions has one, whatever is asked."""
-        return (index, function if self.chunks[index].get("functions") else None)
+        """Backends are per (chunk, function); a chunk without functions has one, whatever is asked, and
+        ``None`` means a multi-function chunk's first function."""
+        functions = self.chunks[index].get("functions")
+        return (index, (function or next(iter(functions))) if functions else None)
 
     def _load(self, index: int, function: str | None, invocation: int) -> Backend:
         chunk = self.chunks[index]
