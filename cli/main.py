@@ -18,6 +18,16 @@ EXIT_USER_ERROR = 2
 EXIT_VALIDATION_FAILED = 1
 # (artifact kind, command) -> "module:function" taking the parsed args; vision encoders are handled here
 FAMILY_COMMANDS: dict[tuple[str, str], str] = {}
+FAMILY_COMMANDS.update(  # STDiT3 video denoisers (issue 4)
+    {
+        ("video-denoiser", "run"): "edgetrim.cli.video:cmd_run",
+        ("video-denoiser", "bench"): "edgetrim.cli.video:cmd_bench",
+        ("text-encoder", "run"): "edgetrim.cli.video:cmd_run_text",
+    }
+)
+FAMILY_COMMANDS.update(  # whole VLMs: HiRED vision + LLM (issue 5)
+    {("vlm", "run"): "edgetrim.cli.vlm:cmd_run", ("vlm", "bench"): "edgetrim.cli.vlm:cmd_bench"}
+)
 console = Console(stderr=False, highlight=False)
 errors = Console(stderr=True, highlight=False)
 
@@ -76,6 +86,18 @@ def export_summary(report: dict) -> Table:
 
 def cmd_export(args: argparse.Namespace) -> int:
     quiet_toolchains()
+    from edgetrim.export.video_artifact import is_video_model  # STDiT3 presets / checkpoint folders (issue 4)
+
+    if is_video_model(args.model):
+        from edgetrim.cli.video import cmd_export as export_video
+
+        return export_video(args)
+    from edgetrim.export.llm_presets import VLM_PRESETS  # whole VLM: HiRED vision + LLM (issue 5)
+
+    if args.with_llm or args.model in VLM_PRESETS:
+        from edgetrim.cli.vlm import cmd_export as export_vlm
+
+        return export_vlm(args)
     try:
         from edgetrim.export.pipeline import ExportOptions, export_artifact
         from edgetrim.export.validate import ValidationFailed
@@ -321,6 +343,42 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--repeats", type=int, default=20, help="repeated invocations after the first (default 20)")
     be.add_argument("--out", type=Path, help="folder for bench.json, bench.md, timeline.png (default DIR/bench)")
     be.set_defaults(func=cmd_bench)
+
+    # video diffusion (STDiT3 with TDTM and LPL, issue 4): export latent shape, sampler options for run and bench
+    ex.add_argument("--frames", type=int, help="STDiT3: latent frames T, even (default 20; 4 for tiny presets)")
+    ex.add_argument("--height", type=int, help="STDiT3: latent height (default 20; 8 for tiny presets)")
+    ex.add_argument("--width", type=int, help="STDiT3: latent width (default 27; 8 for tiny presets)")
+    ex.add_argument("--cfg-batch", type=int, default=2, help="STDiT3: 2 = cond + uncond in one call (default), or 1")
+    ex.add_argument("--caption-length", type=int, help="T5: caption tokens L (default 300; 8 for t5-tiny)")
+    run.add_argument("--caption", type=Path, help="video: caption embeddings .npy/.npz (default: seeded random)")
+    run.add_argument("--text-encoder", type=Path, help="video: text-encoder artifact to encode --prompt-text")
+    run.add_argument("--prompt-text", help="video: caption text for --text-encoder")
+    run.add_argument("--steps", type=int, default=30, help="video: sampling steps (default 30)")
+    run.add_argument("--merge-steps", type=int, default=0, help="video: TDTM for the first M steps (default 0)")
+    leap = run.add_mutually_exclusive_group()
+    leap.add_argument("--leap-at", type=int, help="video: LPL fixed, leap to the end at step N")
+    leap.add_argument("--lpl", action="store_true", help="video: LPL adaptive (cosine of consecutive velocities)")
+    run.add_argument("--lpl-min-steps", type=int, default=10, help="video: no adaptive leap before this step")
+    run.add_argument("--guidance", type=float, help="video: classifier-free guidance scale (default 7.0)")
+    run.add_argument("--seed", type=int, default=0, help="video: noise seed (default 0)")
+    run.add_argument("--out", type=Path, help="video: folder for latent.npy, contact_sheet.png (default DIR/run)")
+    run.add_argument("--noise", type=Path, help="video: initial latent .npy [C, T, H, W] (default: seeded noise)")
+    be.add_argument("--steps", type=int, default=30, help="video: sampling steps of the baseline (default 30)")
+    be.add_argument("--merge-steps", type=int, help="video: TDTM steps of the candidate (default steps/2)")
+    be.add_argument("--leap-at", type=int, help="video: leap step of the candidate (default steps/2)")
+    be.add_argument("--step-repeats", type=int, default=3, help="video: repeats of the one-step timing (default 3)")
+
+    # whole VLM (HiRED vision + LLM prefill/decode, issue 5): export, run and bench options
+    ex.add_argument("--with-llm", action="store_true", help="VLM: export a LLaVA folder's vision + language model")
+    ex.add_argument("--template", help="VLM: prompt template with <image> and {prompt} (default: the family's)")
+    ex.add_argument("--prefill-length", type=int, help="VLM: static prefill length P (default K + 64)")
+    ex.add_argument("--max-length", type=int, help="VLM: KV-cache length L (default P + 64)")
+    ex.add_argument("--llm-chunks", type=int, default=1, help="VLM: layer groups per LLM graph (default 1)")
+    run.add_argument("--prompt", default="Describe the image in one sentence.", help="VLM: the question")
+    run.add_argument("--max-new-tokens", type=int, default=32, help="VLM: greedy tokens to generate (default 32)")
+    be.add_argument("--budgets", default="1.0,0.5,0.2,0.1", help="VLM: budgets to compare (1.0 = no reduction)")
+    be.add_argument("--max-new-tokens", type=int, default=16, help="VLM: fixed output length (default 16)")
+    be.add_argument("--runs", type=int, default=3, help="VLM: interleaved rounds per budget (default 3)")
 
     pr = sub.add_parser("presets", help="list built-in presets")
     pr.set_defaults(func=cmd_presets)

@@ -15,12 +15,13 @@ Decode   ``inputs_embeds`` [1, 1, D], ``position`` int64 [1], ``past_key_XX`` / 
          [1, KV, L, hd] -> ``present_*`` (the new row blended in at ``position`` with a one-hot mask),
          attention over the slots ``arange(L) <= position``; head -> ``logits`` [1, V].
 
-The token-embedding table is saved as ``embed_tokens.npy`` [V, D] so the runtime embeds text
-without torch.
+The token-embedding table is saved as ``embed_tokens.npy`` [V, D] (a top-level ``embedding``
+file of the manifest) so the runtime embeds text without torch.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,15 +30,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgetrim.export.artifact import file_entry, write_json
+from edgetrim.export.artifact import file_entry, staging, write_json
 from edgetrim.export.graph import Stage, block_groups, hidden_name
 from edgetrim.export.loading import LLAVA_TYPES, load_state, read_config, read_tensors
-from edgetrim.export.pipeline import SUFFIX, ChunkExport, io_spec, write_chunk
+from edgetrim.export.pipeline import SUFFIX, VERSION, ChunkExport, io_spec, write_chunk
 from edgetrim.runtime.errors import UserError
-from edgetrim.runtime.llm import SECTION_FILE
+from edgetrim.runtime.manifest import MANIFEST, SCHEMA_VERSION
 
 INPUTS_EMBEDS, POSITION, LAST_INDEX, LOGITS = "inputs_embeds", "position", "last_index", "logits"
 EMBEDDING_FILE = "embed_tokens.npy"
+EMBEDDING_FP16_BYTES = 256 << 20
 # checkpoint tensor prefix -> name inside *ForCausalLM (first match wins)
 LLAVA_PREFIXES = (
     ("model.language_model.", "model."),  # transformers >= 4.52 layout
@@ -115,8 +117,10 @@ def load_causal_lm(folder: Path) -> nn.Module:
     def keep(name: str) -> str | None:
         return next((new + name[len(old) :] for old, new in prefixes if name.startswith(old)), None)
 
-    model = AutoModelForCausalLM.from_config(text_config)
     state = read_tensors(folder, keep)
+    # a stored lm_head is its own matrix (LLaVA wrappers untie it even when text_config says tied)
+    text_config.tie_word_embeddings = "lm_head.weight" not in state
+    model = AutoModelForCausalLM.from_config(text_config)
     if "lm_head.weight" not in state and "model.embed_tokens.weight" in state:  # tied embeddings
         state["lm_head.weight"] = state["model.embed_tokens.weight"]
     load_state(model, state, "language model", folder)
@@ -320,51 +324,98 @@ def llm_chunk_exports(lm: LanguageModel, groups: list[tuple[int, int]]) -> dict[
     return out
 
 
-def export_llm(
-    model: nn.Module,
-    folder: Path,
-    target: str,
-    max_len: int,
-    prefill_len: int,
-    groups: int = 1,
-    fp16: bool = False,
-    embedding_dtype: str = "float32",
-    graphs: tuple[str, ...] = ("prefill", "decode"),
-) -> dict:
-    """Write prefill/decode chunks, ``embed_tokens.npy`` and ``llm.json`` into ``folder``; returns the section.
+def embedding_dtype_for(dims: LlmDims) -> str:
+    """float16 on disk when the [V, D] table is over 256 MB in float32 (Qwen2-0.5B: 151936 x 896 = 545 MB),
+    float32 otherwise. The lm_head stays float32 inside the head chunks; the runtime widens looked-up rows."""
+    return "float16" if dims.vocab * dims.hidden * 4 > EMBEDDING_FP16_BYTES else "float32"
 
-    ``groups``: layer groups per graph (each graph has ``groups`` layer chunks + a head chunk);
-    ``graphs``: which of prefill / decode to write (a runtime needs both).
+
+def write_llm(
+    lm: LanguageModel,
+    root: Path,
+    target: str,
+    groups: int,
+    fp16: bool = False,
+    graphs: tuple[str, ...] = ("prefill", "decode"),
+    first_index: int = 0,
+    step=lambda name: None,
+) -> tuple[list[dict], dict[str, list[str]], list[dict], dict]:
+    """Export the prefill / decode chunks and the embedding table into ``root``.
+
+    Returns (chunk entries, pipelines {graph: chunk names}, top-level file entries, ``llm`` section).
+    ``groups``: layer groups per graph (each graph has ``groups`` layer chunks + a head chunk).
     """
-    lm = LanguageModel(model.eval(), max_len, prefill_len).eval()
     layout = block_groups(lm.dims.layers, groups)
-    folder.mkdir(parents=True, exist_ok=True)
-    table = folder / EMBEDDING_FILE
+    embedding_dtype = embedding_dtype_for(lm.dims)
+    table = root / EMBEDDING_FILE
     np.save(table, lm.embedding_table().astype(embedding_dtype))
     section: dict = {
         "architecture": lm.architecture,
         "model_type": lm.model_type,
         **lm.dims.to_dict(),
-        "embedding": {**file_entry(folder, table, "embedding"), "dtype": embedding_dtype},
+        "embedding_dtype": embedding_dtype,
         "cache": "per layer [1, num_kv_heads, max_length, head_dim]; decode reads past_*_XX, writes present_*_XX",
     }
-    index = 0
-    for kind, chunks in llm_chunk_exports(lm, layout).items():
-        if kind not in graphs:
-            continue
-        entries = []
-        for chunk in chunks:
-            path = folder / f"{index:02d}-{chunk.name}{SUFFIX[target]}"
+    entries, pipelines, index = [], {}, first_index
+    exports = llm_chunk_exports(lm, layout)
+    total = sum(len(exports[g]) for g in graphs)
+    for kind in graphs:
+        pipelines[kind] = []
+        for chunk in exports[kind]:
+            step(f"export {target} language-model chunk {index - first_index + 1}/{total}: {chunk.name}")
+            path = root / f"{index:02d}-{chunk.name}{SUFFIX[target]}"
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 files = write_chunk(target, chunk, path, fp16, chunked=True)
             inputs, outputs = io_spec(chunk, target)
-            entry = {"name": chunk.name, "files": [file_entry(folder, f, role) for f, role in files]}
+            entry = {"name": chunk.name, "files": [file_entry(root, f, role) for f, role in files]}
             entry.update(inputs=inputs, outputs=outputs)
             if target == "onnx":
                 entry["optimized"] = "ort-extended"
             entries.append(entry)
+            pipelines[kind].append(chunk.name)
             index += 1
-        section[kind] = entries
-    write_json(folder / SECTION_FILE, {"target": target, "precision": "fp16" if fp16 else "fp32", "llm": section})
-    return section
+    return entries, pipelines, [file_entry(root, table, "embedding")], section
+
+
+def export_llm(
+    model: nn.Module,
+    out: Path,
+    target: str,
+    max_len: int,
+    prefill_len: int,
+    groups: int = 1,
+    fp16: bool = False,
+    graphs: tuple[str, ...] = ("prefill", "decode"),
+) -> dict:
+    """A language-model-only artifact (``kind: language-model``) of a model built in code (seeded random
+    weights: tests, tiny presets) in ``out``: chunks, embedding table, manifest.
+
+    Returns the manifest. The VLM export (``edgetrim.export.vlm``) writes the same chunks beside vision ones.
+    """
+    lm = LanguageModel(model.eval(), max_len, prefill_len).eval()
+    with staging(Path(out)) as tmp:
+        chunks, pipelines, files, section = write_llm(lm, tmp, target, groups, fp16, graphs)
+        manifest = {
+            "schema_version": SCHEMA_VERSION,
+            "edgetrim_version": VERSION,
+            "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "kind": "language-model",
+            "target": target,
+            "precision": "fp16" if fp16 else "fp32",
+            "source": {
+                "kind": "preset",
+                "name": lm.architecture,
+                "architecture": lm.architecture,
+                "random_weights": True,
+                "config": lm.dims.to_dict(),
+                "has_projector": False,
+                "token_dim": lm.dims.hidden,
+            },
+            "llm": section,
+            "chunks": chunks,
+            "pipelines": pipelines,
+            "files": files,
+        }
+        write_json(tmp / MANIFEST, manifest)
+    return manifest

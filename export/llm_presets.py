@@ -1,4 +1,4 @@
-"""Tiny language models and an offline byte-level tokenizer, for tests and presets.
+"""Language-model and whole-VLM presets, and an offline byte-level tokenizer, for tests and presets.
 
 The weights are seeded random: any text they generate is meaningless; they exist to check that
 exported graphs reproduce transformers exactly. The tokenizer is a byte-level BPE trained on a
@@ -7,12 +7,18 @@ few built-in sentences (no hub access), so every string round-trips through it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from edgetrim.export.presets import PRESETS, Preset
+
 IMAGE_TOKEN = "<image>"
+SEED_LLM = 3  # seed of the VLM presets' language-model weights
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", IMAGE_TOKEN]
 SENTENCES = [
     "A photo of a cat sitting on a red sofa next to the window.",
@@ -95,3 +101,60 @@ def build_byte_tokenizer(folder: Path, vocab: int = 512) -> Path:
     path = folder / "tokenizer.json"
     tokenizer.save(str(path))
     return path
+
+
+def qwen2_05b_config():
+    """Qwen2-0.5B's shape: hidden 896, 24 layers, 14 heads, 2 kv heads, intermediate 4864, vocab 151936, tied."""
+    from transformers import Qwen2Config
+
+    return Qwen2Config(
+        vocab_size=151936,
+        hidden_size=896,
+        intermediate_size=4864,
+        num_hidden_layers=24,
+        num_attention_heads=14,
+        num_key_value_heads=2,
+        max_position_embeddings=32768,
+        rope_theta=1000000.0,
+        rms_norm_eps=1e-6,
+        tie_word_embeddings=True,
+    )
+
+
+CHATML = (
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n<image>\n{prompt}<|im_end|>\n"
+    "<|im_start|>assistant\n"
+)
+
+
+@dataclass(frozen=True)
+class VlmPreset:
+    """A LLaVA-style VLM: vision tower + projector (``vision.projector_hidden`` = the LLM width) and a causal LM."""
+
+    vision: Preset
+    text_config: Callable[[], object]
+    weight_std: float  # std of the random LLM weights
+    description: str
+    template: str = CHATML
+
+
+VLM_PRESETS: dict[str, VlmPreset] = {
+    "tiny-vlm": VlmPreset(
+        replace(PRESETS["tiny-llava-next"], projector_hidden=64),
+        partial(tiny_qwen2_config, max_len=1024),
+        0.2,
+        "test-sized LLaVA-NeXT: tiny CLIP (2x2 grid at 64) + projector + 2-layer Qwen2-shaped LM",
+    ),
+    "llava-next-small": VlmPreset(
+        replace(PRESETS["clip-vit-b16"], projector_hidden=896),
+        qwen2_05b_config,
+        0.02,
+        "CLIP ViT-B/16 at 224 (2x2 grid + full view) + 2-layer MLP projector + Qwen2-0.5B-shaped LM",
+    ),
+    "llava-onevision-0.5b": VlmPreset(
+        replace(PRESETS["siglip-so400m-384"], projector_hidden=896),
+        qwen2_05b_config,
+        0.02,
+        "LLaVA-OneVision-0.5B shape: SigLIP so400m/14 at 384 + projector + Qwen2-0.5B-shaped LM",
+    ),
+}

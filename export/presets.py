@@ -122,8 +122,9 @@ def build_projector(vision_hidden: int, width: int) -> nn.Module:
     return LlavaNextMultiModalProjector(cfg).eval()
 
 
-def build_preset(name: str) -> VisionTower:
-    p = PRESETS[name]
+def build_preset(name: str, preset: Preset | None = None) -> VisionTower:
+    """The tower of preset ``name`` (``preset``: a shape not in PRESETS, e.g. a VLM preset's vision half)."""
+    p = preset or PRESETS[name]
     model = build_vision_model(p)
     projector = build_projector(p.hidden, p.projector_hidden) if p.projector_hidden else None
     source = VisionSource(

@@ -82,13 +82,13 @@ def compare(name: str, got: dict[str, np.ndarray], ref: dict[str, np.ndarray], k
     return case
 
 
-def validate_runtime(root: Path, module: ReducedVisionEncoder, atol: float) -> Validation:
-    """Run the staged artifact (every chunk, through the runtime's chunk loader) against PyTorch."""
+def validate_runtime(root: Path, module: ReducedVisionEncoder, atol: float, pipeline: str | None = None) -> Validation:
+    """Run the staged artifact (every chunk of ``pipeline``, through the runtime's chunk loader) against PyTorch."""
     k = module.plan.budget.total
     target = read_manifest(root).target
     count = 2 if sum(p.numel() for p in module.parameters()) < LARGE_PARAMS else 1
     cases = []
-    with ChunkLoader(open_artifact(root)) as loader:
+    with ChunkLoader(open_artifact(root), pipeline=pipeline) as loader:
         for name, x in validation_inputs(module, randoms=count, samples=count):
             cases.append(compare(name, loader.run({"pixel_values": x}), reference_outputs(module, x), k, atol))
     result = Validation("passed", max(c["max_abs_error"] for c in cases), atol, cases)
@@ -103,8 +103,11 @@ def validate_runtime(root: Path, module: ReducedVisionEncoder, atol: float) -> V
     return result
 
 
-def validate_coreml(root: Path, module: ReducedVisionEncoder, atol: float, fp16: bool) -> Validation:
-    """Every chunk's saved spec against the manifest's I/O (static shapes, names, dtypes); predict on macOS."""
+def validate_coreml(
+    root: Path, module: ReducedVisionEncoder, atol: float, fp16: bool, pipeline: str | None = None
+) -> Validation:
+    """Every chunk's saved spec against the manifest's I/O (static shapes, names, dtypes); on macOS, predict
+    through the chunks of ``pipeline`` (the vision pipeline of a vlm)."""
     artifact = read_manifest(root)
     problems, cases = [], []
     for chunk in artifact.chunks:
@@ -136,7 +139,7 @@ def validate_coreml(root: Path, module: ReducedVisionEncoder, atol: float, fp16:
     k = module.plan.budget.total
     for name, x in validation_inputs(module):
         env = {"pixel_values": x}
-        for chunk in artifact.chunks:
+        for chunk in artifact.pipeline(pipeline):
             feeds = {i["name"]: env[i["name"]] for i in chunk["inputs"]}
             env.update(coreml.coreml_predict(artifact.file(chunk, "program"), feeds))
         cases.append(compare(name, env, reference_outputs(module, x), k, tol))

@@ -41,7 +41,7 @@ class VariantExport:
     """Files written for one two-function chunk and where each function lives."""
 
     files: list[tuple[Path, str]]  # (path, manifest role)
-    functions: dict[str, dict] = field(default_factory=dict)  # variant -> {"file", "method" / "function", ...}
+    functions: dict[str, dict] = field(default_factory=dict)  # variant -> {"file" (in the folder), "method"}
 
     @property
     def bytes(self) -> int:
@@ -199,7 +199,7 @@ def export_depth_onnx(
         paths, data_path = share_external_data(protos, folder, stem)
     return VariantExport(
         files=[(paths["plain"], "program"), (paths["tdtm"], "program_tdtm"), (data_path, "external_data")],
-        functions={v: {"file": paths[v].name, "optimized": "ort-extended" if optimize else None} for v in VARIANTS},
+        functions={v: {"file": paths[v].name} for v in VARIANTS},
     )
 
 
@@ -255,7 +255,7 @@ def export_depth_coreml(
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return VariantExport(
-        files=[(path, "program")], functions={v: {"file": path.name, "function": METHODS[v]} for v in VARIANTS}
+        files=[(path, "program")], functions={v: {"file": path.name, "method": METHODS[v]} for v in VARIANTS}
     )
 
 

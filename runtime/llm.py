@@ -1,28 +1,28 @@
 """Greedy generation with exported prefill / decode chunks, numpy only (no torch).
 
-The language-model section (written by ``edgetrim.export.llm.export_llm``) lists the prefill
-chunks, the decode chunks and the token-embedding table ``[V, D]``. Text is embedded from that
-table, the K visual tokens ``[K, D]`` replace the image placeholder, the prompt is right-padded
-to the static prefill length P, and the caches ``[1, KV, L, hd]`` go from each step's
+A language-model or vlm artifact (``edgetrim.export.llm`` / ``edgetrim.export.vlm``) has a
+``prefill`` and a ``decode`` pipeline and a top-level ``embedding`` file, the token-embedding
+table ``[V, D]`` (float16 or float32; rows are widened to float32). Text is embedded from that
+table, the K visual tokens ``[K, D]`` replace the image placeholder, the prompt is right-padded to
+the static prefill length P, and the caches ``[1, KV, L, hd]`` go from each step's
 ``present_*`` outputs to the next step's ``past_*`` inputs.
 """
 
 from __future__ import annotations
 
-import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from edgetrim.runtime.backends import Backend, open_backend
+from edgetrim.runtime.chunks import ChunkLoader
 from edgetrim.runtime.errors import UserError
-from edgetrim.runtime.manifest import digest_path
+from edgetrim.runtime.manifest import Artifact, open_artifact
 
-SECTION_FILE = "llm.json"
 KV = ("key", "value")
+INPUTS_EMBEDS, POSITION, LAST_INDEX, LOGITS = "inputs_embeds", "position", "last_index", "logits"
 
 
 @dataclass
@@ -63,53 +63,58 @@ def splice_visual(ids: list[int], table: np.ndarray, visual: np.ndarray | None, 
 
 
 class LanguageModelRunner:
-    """Opens the prefill and decode chunks of a language-model section; ``generate`` runs greedy decoding."""
+    """The ``prefill`` and ``decode`` pipelines of a verified artifact; ``generate`` runs greedy decoding.
 
-    def __init__(self, root: Path, section: dict, target: str, providers: list[str] | None = None) -> None:
-        self.root, self.section, self.target = Path(root), section, target
+    ``memory_budget_mb``: each pipeline keeps what fits resident and streams the rest (``ChunkLoader``).
+    """
+
+    def __init__(
+        self, artifact: Artifact, memory_budget_mb: float | None = None, providers: list[str] | None = None
+    ) -> None:
+        self.artifact, section = artifact, artifact.manifest["llm"]
         self.prefill_len, self.max_len = section["prefill_length"], section["max_length"]
         self.layers = section["num_layers"]
-        decode = section.get("decode", [])  # absent in a prefill-only export
-        self._verify([section["embedding"], *(f for c in section["prefill"] + decode for f in c["files"])])
-        self.table = np.load(self.root / section["embedding"]["path"], mmap_mode="r")
-        self.prefill = [self._open(c, providers) for c in section["prefill"]]
-        self.decode = [self._open(c, providers) for c in decode]
+        self.table = np.load(artifact.data_file("embedding"), mmap_mode="r")  # [V, D], float16 or float32
+        presents = [f"present_{kind}_{i:02d}" for i in range(self.layers) for kind in KV]
+        self.prefill = ChunkLoader(
+            artifact,
+            memory_budget_mb,
+            providers=providers,
+            pipeline="prefill",
+            inputs=[INPUTS_EMBEDS, LAST_INDEX],
+            outputs=[LOGITS, *presents],
+        )
+        self.decode = None
+        if "decode" in artifact.pipelines:  # absent in a prefill-only export
+            pasts = ["past" + name[len("present") :] for name in presents]
+            self.decode = ChunkLoader(
+                artifact,
+                memory_budget_mb,
+                providers=providers,
+                pipeline="decode",
+                inputs=[INPUTS_EMBEDS, POSITION, *pasts],
+                outputs=[LOGITS, *presents],
+            )
 
     @classmethod
-    def from_folder(cls, root: str | Path, providers: list[str] | None = None) -> LanguageModelRunner:
-        """A folder holding ``llm.json`` ({"target": ..., "llm": section}) beside the chunk files."""
-        path = Path(root) / SECTION_FILE
-        if not path.is_file():
-            raise UserError(f"{root} has no {SECTION_FILE}: pass a folder written by the language-model export")
-        data = json.loads(path.read_text())
-        return cls(Path(root), data["llm"], data["target"], providers)
+    def from_folder(cls, root: str | Path, memory_budget_mb: float | None = None) -> LanguageModelRunner:
+        """Open (and sha256-verify) a language-model or vlm artifact folder."""
+        return cls(open_artifact(root), memory_budget_mb)
 
-    def _verify(self, entries: list[dict]) -> None:
-        for entry in entries:
-            path = self.root / entry["path"]
-            if not path.exists():
-                raise UserError(f"{path} is missing: re-export the artifact")
-            size, sha = digest_path(path)
-            if (size, sha) != (entry["bytes"], entry["sha256"]):
-                raise UserError(f"{path} does not match its sha256 / size in the manifest: re-export the artifact")
+    def warm(self) -> None:
+        """Load the resident chunks now (otherwise they load on first use)."""
+        self.prefill.warm()
+        if self.decode:
+            self.decode.warm()
 
-    def _open(self, chunk: dict, providers: list[str] | None) -> tuple[dict, Backend]:
-        program = next(f["path"] for f in chunk["files"] if f["role"] == "program")
-        backend = open_backend(
-            self.target,
-            self.root / program,
-            [i["name"] for i in chunk["inputs"]],
-            [o["name"] for o in chunk["outputs"]],
-            providers,
-            optimized=chunk.get("optimized") == "ort-extended",
-        )
-        return chunk, backend
+    def close(self) -> None:
+        self.prefill.close()
+        if self.decode:
+            self.decode.close()
 
-    @staticmethod
-    def _run(chunks: list[tuple[dict, Backend]], env: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        for chunk, backend in chunks:
-            env.update(backend.run({spec["name"]: env[spec["name"]] for spec in chunk["inputs"]}))
-        return env
+    def row(self, token: int) -> np.ndarray:
+        """[1, 1, D] float32 embedding of one token (a writable copy)."""
+        return np.array(self.table[token], np.float32)[None, None]
 
     def embed(self, ids: list[int], visual: np.ndarray | None = None, image_token: int | None = None) -> np.ndarray:
         """[n, D] prompt embeddings with the visual tokens spliced in."""
@@ -119,10 +124,10 @@ class LanguageModelRunner:
         self,
         embeds: np.ndarray,
         max_new_tokens: int,
-        eos_token: int | None = None,
+        eos_tokens: Collection[int] = (),
         on_token: Callable[[int], None] | None = None,
     ) -> Generation:
-        """Greedy: prefill ``embeds`` [n, D] (n <= P), then decode until ``max_new_tokens`` or ``eos_token``."""
+        """Greedy: prefill ``embeds`` [n, D] (n <= P), then decode until ``max_new_tokens`` or one of ``eos_tokens``."""
         t0 = time.perf_counter()
         n = embeds.shape[0]
         if n > self.prefill_len:
@@ -139,37 +144,34 @@ class LanguageModelRunner:
                 f"{n} prompt tokens + {max_new_tokens} new tokens exceed the KV cache of {self.max_len}: "
                 f"pass --max-new-tokens {self.max_len - n + 1} or less"
             )
-        if max_new_tokens > 1 and not self.decode:
+        if max_new_tokens > 1 and self.decode is None:
             raise UserError("this artifact has no decode graph (prefill-only export): pass --max-new-tokens 1")
         padded = np.zeros((1, self.prefill_len, embeds.shape[1]), np.float32)
         padded[0, :n] = embeds
-        env = self._run(self.prefill, {"inputs_embeds": padded, "last_index": np.array([n - 1], np.int64)})
-        logits = env["logits"][0]
+        env = self.prefill.run({INPUTS_EMBEDS: padded, LAST_INDEX: np.array([n - 1], np.int64)})
+        logits = env[LOGITS][0]
         tokens = [int(np.argmax(logits))]
         ttft = time.perf_counter() - t0
         if on_token:
             on_token(tokens[0])
         caches = {f"past_{kind}_{i:02d}": env[f"present_{kind}_{i:02d}"] for i in range(self.layers) for kind in KV}
         steps: list[float] = []
-        while len(tokens) < max_new_tokens and tokens[-1] != eos_token:
+        while len(tokens) < max_new_tokens and tokens[-1] not in eos_tokens:
             s = time.perf_counter()
-            feeds = {
-                "inputs_embeds": np.array(self.table[tokens[-1]], np.float32)[None, None],  # a copy: writable
-                "position": np.array([n + len(tokens) - 1], np.int64),
-                **caches,
-            }
-            env = self._run(self.decode, feeds)
+            feeds = {INPUTS_EMBEDS: self.row(tokens[-1]), POSITION: np.array([n + len(tokens) - 1], np.int64)}
+            env = self.decode.run({**feeds, **caches})
             caches = {name: env["present" + name[4:]] for name in caches}
-            tokens.append(int(np.argmax(env["logits"][0])))
+            tokens.append(int(np.argmax(env[LOGITS][0])))
             steps.append(time.perf_counter() - s)
             if on_token:
                 on_token(tokens[-1])
         return Generation(tokens, logits, n, ttft, sum(steps), steps)
 
 
-def load_tokenizer(folder: str | Path):
-    """``tokenizers.Tokenizer`` from ``folder/tokenizer.json`` (torch-free)."""
-    path = Path(folder) / "tokenizer.json"
+def load_tokenizer(path: str | Path):
+    """``tokenizers.Tokenizer`` from a tokenizer.json, or a folder holding one (torch-free)."""
+    path = Path(path)
+    path = path / "tokenizer.json" if path.is_dir() else path
     if not path.is_file():
         raise UserError(f"{path} is missing: the artifact needs the model's tokenizer.json, re-export it")
     from tokenizers import Tokenizer

@@ -27,6 +27,7 @@ DAMAGED = "the manifest is damaged, re-export the artifact"
 REQUIRED_KEYS = {
     "vision-encoder": ("target", "chunks", "preprocessing", "reduction", "source"),
     "vlm": ("target", "chunks", "pipelines", "preprocessing", "reduction", "source", "llm", "files"),
+    "language-model": ("target", "chunks", "pipelines", "source", "llm", "files"),
     "video-denoiser": ("target", "chunks", "pipelines", "source", "video"),
     "text-encoder": ("target", "chunks", "source", "text_encoder"),
 }

@@ -173,8 +173,12 @@ def test_llama_prefill_parity_and_coreml_conversion(tmp_path):
     got = LanguageModelRunner.from_folder(tmp_path / "onnx").generate(embeds, 1).first_logits
     assert np.abs(got - hf_last_logits(model, embeds)).max() <= ATOL
 
-    section = export_llm(model, tmp_path / "coreml", "coreml", MAX_LEN, 16, fp16=True)
-    for chunk in section["prefill"] + section["decode"]:
+    manifest = export_llm(model, tmp_path / "coreml", "coreml", MAX_LEN, 16, fp16=True)
+    assert manifest["pipelines"] == {
+        "prefill": ["prefill_00-01", "prefill_head"],
+        "decode": ["decode_00-01", "decode_head"],
+    }
+    for chunk in manifest["chunks"]:
         spec = coreml_spec_summary(tmp_path / "coreml" / chunk["files"][0]["path"])
         assert [i["name"] for i in spec["inputs"]] == [i["name"] for i in chunk["inputs"]]
         assert [(o["name"], o["shape"]) for o in spec["outputs"]] == [(o["name"], o["shape"]) for o in chunk["outputs"]]

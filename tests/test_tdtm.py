@@ -1,4 +1,8 @@
-"""TDTM reducer vs a loop reference, STDiT3 (tiny) checkpoint loading, and two-variant depth-step artifacts."""
+"""TDTM reducer vs a loop reference, STDiT3 (tiny) checkpoint loading, and two-variant ONNX depth steps.
+
+ExecuTorch (two methods) and CoreML (multifunction) depth steps are tested inside whole artifacts in
+tests/test_video.py, exported once there.
+"""
 
 from __future__ import annotations
 
@@ -157,6 +161,25 @@ def test_stages_chain_to_model(model, inputs):
         assert (out - model(*inputs, merge=True)).abs().max() <= 1e-5
 
 
+@pytest.mark.parametrize("patch", [(1, 2, 2), (2, 2, 2)])
+def test_patchify_matches_conv3d_and_unpatchify_inverts(patch):
+    """The <= 6-D reshapes (XNNPACK's limit) == Conv3d over the padded latent; unpatchify == einops' rearrange."""
+    c = STDiT3Config(depth=1, hidden_size=32, num_heads=2, caption_channels=16, model_max_length=6, patch_size=patch)
+    model = init_random(STDiT3(c))
+    x = torch.randn(2, 4, 4, 7, 9)  # H, W not multiples of the patch: padded
+    with torch.no_grad():
+        ref = model.x_embedder.proj(torch.nn.functional.pad(x, (0, 1, 0, 1, 0, 0))).flatten(2).transpose(1, 2)
+        assert (model.x_embedder(x) - ref).abs().max() <= 1e-5
+    shape = VideoShape(2, 4, 7, 9)
+    nt, nh, nw = shape.tokens(patch)
+    pt, ph, pw = patch
+    tokens = torch.randn(2, nt * nh * nw, pt * ph * pw * c.out_channels)
+    # "B (N_t N_h N_w) (T_p H_p W_p C_out) -> B C_out (N_t T_p) (N_h H_p) (N_w W_p)", then cropped
+    want = tokens.reshape(2, nt, nh, nw, pt, ph, pw, c.out_channels).permute(0, 7, 1, 4, 2, 5, 3, 6)
+    want = want.reshape(2, c.out_channels, nt * pt, nh * ph, nw * pw)[:, :, :4, :7, :9]
+    assert torch.equal(model.unpatchify(tokens, shape), want)
+
+
 def published_layout(c: STDiT3Config) -> dict[str, tuple[int, ...]]:
     """Tensor names and shapes of Open-Sora 1.2's STDiT3 state dict (opensora/models/stdit/stdit3.py)."""
     d, hd, cc = c.hidden_size, c.hidden_size // c.num_heads, c.caption_channels
@@ -254,30 +277,3 @@ def test_onnx_two_graphs_share_one_data_file(tmp_path, model, example):
     assert one_variant > video.path_bytes(tmp_path / "wide.onnx.data")  # every weight is referenced by each graph
     assert both.bytes <= 1.05 * one_variant, (both.bytes, one_variant)
     assert result.bytes < 1.1 * video.single_variant_bytes(tmp_path / "depth_01.plain.onnx")
-
-
-def test_executorch_two_methods(tmp_path, model, example):
-    from executorch.runtime import Runtime
-
-    path = tmp_path / "depth_01.pte"
-    video.export_depth_executorch(model, 1, SHAPE.frames, example, path)
-    program = Runtime.get().load_program(str(path))
-    want = reference(model, example)
-    for variant in video.VARIANTS:
-        got = program.load_method(video.METHODS[variant]).execute(list(example))[0].numpy()
-        assert np.abs(got - want[variant]).max() <= 1e-4
-
-
-def test_coreml_multifunction_spec(tmp_path, model, example):
-    path = tmp_path / "depth_01.mlpackage"
-    video.export_depth_coreml(model, 1, SHAPE.frames, example, path)
-    functions = video.coreml_functions(path)
-    assert set(functions) == {"forward_plain", "forward_tdtm"}
-    for spec in functions.values():
-        assert spec["inputs"] == {
-            "hidden_01": [2, 64, 64],
-            "t_mlp": [2, 6 * 64],
-            "caption": [2, 8, 64],
-            "caption_mask": [2, 8],
-        }
-        assert spec["outputs"] == ["hidden_02"]

@@ -275,9 +275,13 @@ class PatchEmbed3D(nn.Module):
         """[B, C_in, T, H, W] -> [B, T'*H'*W', C] (frame-major, row-major within a frame)."""
         pt, ph, pw = self.patch
         t, h, w = x.shape[2:]
-        x = F.pad(x, (0, -w % pw, 0, -h % ph, 0, -t % pt))
+        pads = (0, -w % pw, 0, -h % ph, 0, -t % pt)
+        if any(pads):  # a zero pad exports as an alias node, which coremltools rejects
+            x = F.pad(x, pads)
         b, ci, t, h, w = x.shape
-        x = x.reshape(b, ci, t // pt, pt, h // ph, ph, w // pw, pw).permute(0, 2, 4, 6, 1, 3, 5, 7)
+        # two <= 6-D permutes (XNNPACK's limit): time patches into channels, then space patches
+        x = x.reshape(b, ci, t // pt, pt, h * w).permute(0, 2, 1, 3, 4).reshape(b * t // pt, ci * pt, h, w)
+        x = x.reshape(b * t // pt, ci * pt, h // ph, ph, w // pw, pw).permute(0, 2, 4, 1, 3, 5)
         return F.linear(x.reshape(b, -1, ci * pt * ph * pw), self.proj.weight.flatten(1), self.proj.bias)
 
 
@@ -413,9 +417,14 @@ class STDiT3(nn.Module):
         """[B, T'*H'*W', pt*ph*pw*C_out] -> [B, C_out, T, H, W] (padding cropped)."""
         nt, nh, nw = shape.tokens(self.config.patch_size)
         pt, ph, pw = self.config.patch_size
-        co = self.config.out_channels
-        x = x.reshape(x.shape[0], nt, nh, nw, pt, ph, pw, co).permute(0, 7, 1, 4, 2, 5, 3, 6)
-        x = x.reshape(x.shape[0], co, nt * pt, nh * ph, nw * pw)
+        co, b = self.config.out_channels, x.shape[0]
+        # features are (pt, ph, pw, C_out); three <= 6-D permutes (XNNPACK's limit) instead of one 8-D
+        x = x.reshape(b * nt * nh, nw, pt * ph, pw, co).permute(0, 4, 2, 1, 3)
+        x = x.reshape(b * nt, nh, co, pt, ph, nw * pw).permute(0, 2, 3, 1, 4, 5)
+        x = x.reshape(b, nt, co, pt, nh * ph * nw * pw).permute(0, 2, 1, 3, 4)
+        x = x.reshape(b, co, nt * pt, nh * ph, nw * pw)
+        if x.shape[2:] == (shape.frames, shape.height, shape.width):  # no padding: a no-op slice is an alias node
+            return x
         return x[:, :, : shape.frames, : shape.height, : shape.width]
 
     def forward(

@@ -1,0 +1,61 @@
+"""Caption text -> T5 caption embeddings on a ``text-encoder`` artifact (numpy + tokenizers + the backend).
+
+The artifact's ``tokenizer.json`` tokenizes the text (``tokenizers`` library); ids are truncated to
+the exported length L and zero-padded with a mask; the chunked encoder returns ``[1, L, D]``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from edgetrim.runtime.chunks import ChunkLoader
+from edgetrim.runtime.errors import UserError
+from edgetrim.runtime.manifest import open_artifact
+from edgetrim.runtime.video import Caption, fit_caption
+
+
+def tokenize(tokenizer_path: Path, text: str, length: int, vocab: int) -> tuple[np.ndarray, np.ndarray]:
+    """-> input_ids int64 [1, L], attention_mask float32 [1, L]."""
+    try:
+        from tokenizers import Tokenizer
+    except ImportError:
+        raise UserError("encoding text needs the tokenizers package: pip install tokenizers") from None
+    ids = Tokenizer.from_file(str(tokenizer_path)).encode(text).ids[:length]
+    if not ids:
+        raise UserError("--prompt-text gives no tokens: pass a non-empty caption")
+    if max(ids) >= vocab:
+        raise UserError(f"the tokenizer gives id {max(ids)} beyond the encoder's {vocab} embeddings: re-export")
+    input_ids = np.zeros((1, length), np.int64)
+    input_ids[0, : len(ids)] = ids
+    mask = np.zeros((1, length), np.float32)
+    mask[0, : len(ids)] = 1.0
+    return input_ids, mask
+
+
+def encode_text(root: str | Path, text: str, memory_budget_mb: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """-> (caption embeddings [L, D], mask [L])."""
+    artifact = open_artifact(root)
+    if artifact.kind != "text-encoder":
+        raise UserError(f"{root} is a {artifact.kind} artifact, not a text encoder: pass a T5 export")
+    info = artifact.manifest["text_encoder"]
+    ids, mask = tokenize(artifact.data_file(info["tokenizer"]), text, info["max_length"], info["vocab_size"])
+    feeds = {"input_ids": ids.astype(np.int32 if artifact.target == "coreml" else np.int64), "attention_mask": mask}
+    with ChunkLoader(artifact, memory_budget_mb, pipeline="text_encoder") as loader:
+        embeds = loader.run(feeds)["caption_embeds"]
+    return embeds[0], mask[0]
+
+
+def encode_prompt(root: Path, text: str | None, length: int, channels: int, memory_budget_mb: float | None) -> Caption:
+    """``--text-encoder DIR --prompt-text TEXT`` -> a Caption fitted to the denoiser's [L, C_cap]."""
+    if not text:
+        raise UserError("--text-encoder needs --prompt-text: pass the caption text")
+    embeds, mask = encode_text(root, text, memory_budget_mb)
+    if embeds.shape[1] != channels:
+        raise UserError(
+            f"the text encoder {root} gives {embeds.shape[1]}-wide embeddings, the denoiser takes {channels}: "
+            "pair the denoiser with its own text encoder"
+        )
+    n = min(len(embeds), length)  # a longer encoder export is truncated to the denoiser's caption length
+    return fit_caption(embeds[:n], mask[:n], length, channels, str(root))
