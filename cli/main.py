@@ -297,7 +297,30 @@ def cmd_presets(args: argparse.Namespace) -> int:
             p.description,
         )
     console.print(table)
+    console.print(other_presets())
     return 0
+
+
+def other_presets() -> Table:
+    """Whole-VLM, video-denoiser and text-encoder presets (seeded random weights too)."""
+    from edgetrim.export.llm_presets import VLM_PRESETS
+    from edgetrim.export.models.stdit3 import PRESETS as STDIT3_PRESETS
+    from edgetrim.export.text_encoder import PRESETS as T5_PRESETS
+
+    table = Table(title="pipeline presets (seeded random weights, real shapes)")
+    for col in ("name", "kind", "what"):
+        table.add_column(col)
+    for name, v in VLM_PRESETS.items():
+        table.add_row(name, "vlm (vision + LLM)", v.description)
+    for name, d in STDIT3_PRESETS.items():
+        table.add_row(name, "video-denoiser", d.description)
+    for name, (config, length) in T5_PRESETS.items():
+        table.add_row(
+            name,
+            "text-encoder",
+            f"T5 encoder, {config['num_layers']} layers, d_model {config['d_model']}, captions of {length} tokens",
+        )
+    return table
 
 
 class Parser(argparse.ArgumentParser):

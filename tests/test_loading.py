@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import zipfile
@@ -153,3 +154,16 @@ def test_wheel_contains_every_package(tmp_path):
         "edgetrim/export/targets/coreml.py",
     ):
         assert needed in names, needed
+
+
+def test_presets_command_lists_every_family():
+    proc = subprocess.run(
+        [sys.executable, "-m", "edgetrim.cli.main", "presets"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "200"},
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    for name in ("clip-vit-l14-336", "llava-next-small", "llava-onevision-0.5b", "stdit3-xl-2", "t5-tiny"):
+        assert name in proc.stdout, name
