@@ -208,6 +208,22 @@ def test_sampler_matches_torch_reference(onnx_report, root, tiny, steps, merge, 
     ).max()
 
 
+def test_cfg_batch_one_samples_like_batch_two(onnx_report, root):
+    """--cfg-batch 1 (CFG halves in two calls) gives the batch-2 artifact's latent, TDTM steps and leap included."""
+    single = export_video_artifact(
+        VideoExportOptions(target="onnx", model="stdit3-tiny", batch=1, out=root / "tiny-onnx-b1")
+    )
+    assert single["validation"]["status"] == "passed"
+    assert open_artifact(root / "tiny-onnx-b1").manifest["video"]["latent_shape"][0] == 1
+    latents = []
+    for folder in ("tiny-onnx", "tiny-onnx-b1"):
+        with VideoDenoiser(root / folder) as denoiser:
+            caption = random_caption(*denoiser.caption_shape(), seed=3)
+            latents.append(denoiser.generate(caption, 5, 2, 3, None, 4.0, seed=2).latent)
+    assert latents[0].shape == latents[1].shape
+    assert np.abs(latents[0] - latents[1]).max() <= 1e-4 * max(1.0, float(np.abs(latents[0]).max()))
+
+
 def unit_velocities(sims: list[float]) -> list[np.ndarray]:
     """2-D unit vectors whose consecutive cosine similarities are exactly ``sims``."""
     angles = np.concatenate([[0.0], np.cumsum(np.arccos(sims))])
