@@ -98,6 +98,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         from edgetrim.cli.vlm import cmd_export as export_vlm
 
         return export_vlm(args)
+    if args.vision_int8:
+        raise UserError("--vision-int8 applies to whole-VLM exports (a VLM preset or --with-llm): drop it")
     try:
         from edgetrim.export.pipeline import ExportOptions, export_artifact
         from edgetrim.export.validate import ValidationFailed
@@ -397,6 +399,11 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--prefill-length", type=int, help="VLM: static prefill length P (default K + 64)")
     ex.add_argument("--max-length", type=int, help="VLM: KV-cache length L (default P + 64)")
     ex.add_argument("--llm-chunks", type=int, default=1, help="VLM: layer groups per LLM graph (default 1)")
+    ex.add_argument(
+        "--vision-int8",
+        action="store_true",
+        help="VLM, ONNX: dynamic int8 MatMuls in the vision encoder (faster; checked for fidelity to fp32, not parity)",
+    )
     run.add_argument("--prompt", default="Describe the image in one sentence.", help="VLM: the question")
     run.add_argument("--max-new-tokens", type=int, default=32, help="VLM: greedy tokens to generate (default 32)")
     be.add_argument("--budgets", default="1.0,0.5,0.2,0.1", help="VLM: budgets to compare (1.0 = no reduction)")

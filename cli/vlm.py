@@ -53,7 +53,14 @@ def cmd_export(args: argparse.Namespace) -> int:
         chunks=args.chunks,
         chunk_mb=args.chunk_mb,
     )
-    opts = VlmOptions(vision, args.template, args.prefill_length, args.max_length, llm_chunks=args.llm_chunks)
+    opts = VlmOptions(
+        vision,
+        args.template,
+        args.prefill_length,
+        args.max_length,
+        llm_chunks=args.llm_chunks,
+        vision_int8=args.vision_int8,
+    )
     with progress_bar() as progress:
         task = progress.add_task("starting", total=None)
         try:
@@ -65,7 +72,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     table = kv_table("edgetrim export (whole VLM)")
     weights = MEANINGLESS if report["random_weights"] else "from checkpoint"
     table.add_row("model", f"{report['model']}  (weights: {weights})")
-    table.add_row("target", f"{report['target']} ({report['precision']})")
+    vision_kind = "vision int8-dynamic, language model " if report["vision_int8"] else ""
+    table.add_row("target", f"{report['target']} ({vision_kind}{report['precision']})")
     table.add_row(
         "visual tokens K",
         f"{report['tokens']} of {report['available_tokens']} ({report['kept_fraction']:.1%}) "
@@ -79,13 +87,17 @@ def cmd_export(args: argparse.Namespace) -> int:
     v, lv = report["validation"], report["llm_validation"]
     if v["status"] == "passed":
         table.add_row("vision parity", f"passed: max abs error {v['max_abs_error']:.2e} (atol {v['atol']:g})")
-        table.add_row(
-            "LLM parity",
-            f"passed vs transformers: first-token logits max abs error {lv['first_logits_max_abs_error']:.2e}, "
-            f"greedy tokens identical {lv['tokens']}",
-        )
+    elif v["status"] == "fidelity":
+        table.add_row("vision fidelity", f"passed: {v['note']}")
     else:
         table.add_row("parity", v["note"] or v["status"])
+    if lv["status"] == "passed":
+        fed = "the artifact's own visual tokens" if report["vision_int8"] else "the PyTorch HiRED tokens"
+        table.add_row(
+            "LLM parity",
+            f"passed vs transformers fed {fed}: first-token logits max abs error "
+            f"{lv['first_logits_max_abs_error']:.2e}, greedy tokens identical {lv['tokens']}",
+        )
     table.add_row("artifact", f"{report['artifact']}  ({human_bytes(report['artifact_bytes'])})")
     table.add_row("chunks", ", ".join(f"{c['name']} {human_bytes(c['bytes'])}" for c in report["chunks"]))
     table.add_row("time", ", ".join(f"{k.removesuffix('_s')} {t:.1f}s" for k, t in report["timings_s"].items()))
@@ -138,7 +150,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from edgetrim.runtime.manifest import read_manifest
-    from edgetrim.runtime.vlm_bench import bench_vlm
+    from edgetrim.runtime.vlm_bench import bench_vlm, target_label
 
     manifest = read_manifest(args.artifact).manifest
     budgets = [b.strip() for b in args.budgets.split(",") if b.strip()]
@@ -165,12 +177,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
         meta = {
             "model": manifest["source"]["name"],
             "target": manifest["target"],
+            "vision_int8": manifest["llm"]["export"].get("vision_int8", False),
             "random_weights": manifest["source"]["random_weights"],
             "budgets": budgets,
         }
         report = bench_vlm(roots, out, args.max_new_tokens, args.runs, meta, step)
     table = Table(
-        title=f"edgetrim bench {manifest['source']['name']} ({manifest['target']}, {args.max_new_tokens} new tokens, "
+        title=f"edgetrim bench {manifest['source']['name']} ({target_label(report['meta'])}, "
+        f"{args.max_new_tokens} new tokens, "
         f"median of {args.runs})",
         title_justify="left",
     )

@@ -191,14 +191,18 @@ def io_spec(chunk: ChunkExport, target: str) -> tuple[list, list]:
     return inputs, [spec(n, t) for n, t in zip(chunk.stage.output_names, outs, strict=True)]
 
 
-def write_chunk(target: str, chunk: ChunkExport, path: Path, fp16: bool, chunked: bool) -> list[tuple[Path, str]]:
-    """Export one chunk; returns (file, role) pairs."""
+def write_chunk(
+    target: str, chunk: ChunkExport, path: Path, fp16: bool, chunked: bool, int8: bool = False
+) -> list[tuple[Path, str]]:
+    """Export one chunk; returns (file, role) pairs. ``int8``: ONNX only, dynamic int8 weight MatMuls."""
     names = (chunk.stage.input_names, chunk.stage.output_names)
     if target == "onnx":
-        from edgetrim.export.targets.onnx import export_onnx, optimize_for_runtime
+        from edgetrim.export.targets.onnx import export_onnx, optimize_for_runtime, quantize_int8_dynamic
 
         export_onnx(chunk.stage, chunk.example, path, *names, external_data=True if chunked else None)
         files = optimize_for_runtime(path)
+        if int8:
+            files = quantize_int8_dynamic(path)
     elif target == "executorch":
         from edgetrim.export.targets.executorch import export_executorch
 

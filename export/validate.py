@@ -2,7 +2,9 @@
 
 ONNX / ExecuTorch: run through ``edgetrim.runtime`` on seeded random pixels and sample images;
 tokens within ``atol``, kept positions and partition budgets identical, K exact, positions
-ascending. CoreML on Linux: spec check only (names, static shapes, dtypes, ops); numbers need macOS.
+ascending. An int8 vision artifact is held to fidelity instead (``int8_fidelity``): K exact, most
+kept positions shared with the fp32 selection, the shared tokens nearly parallel. CoreML on Linux:
+spec check only (names, static shapes, dtypes, ops); numbers need macOS.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from edgetrim.runtime.manifest import open_artifact, read_manifest
 from edgetrim.runtime.preprocess import preprocess
 
 LARGE_PARAMS = 50_000_000  # above this, one random and one sample input (each run costs seconds)
+INT8_MIN_OVERLAP = 0.9  # share of the K kept positions an int8 encoder must keep in common with fp32
+INT8_MIN_COSINE = 0.99  # cosine of every shared visual token, int8 vs fp32
 
 
 class ValidationFailed(Exception):
@@ -29,7 +33,7 @@ class ValidationFailed(Exception):
 
 @dataclass
 class Validation:
-    status: str  # passed | spec-only
+    status: str  # passed | fidelity (int8: see int8_fidelity) | spec-only
     max_abs_error: float | None
     atol: float
     cases: list[dict] = field(default_factory=list)
@@ -82,15 +86,46 @@ def compare(name: str, got: dict[str, np.ndarray], ref: dict[str, np.ndarray], k
     return case
 
 
-def validate_runtime(root: Path, module: ReducedVisionEncoder, atol: float, pipeline: str | None = None) -> Validation:
-    """Run the staged artifact (every chunk of ``pipeline``, through the runtime's chunk loader) against PyTorch."""
+def int8_fidelity(name: str, got: dict[str, np.ndarray], ref: dict[str, np.ndarray], k: int) -> dict:
+    """An int8 encoder's outputs [1, K, ...] vs the fp32 reference: K exact, share of kept positions in
+    common (``kept_overlap``), smallest cosine between the tokens of a shared position."""
+    pos, ref_pos = got["positions"][0].astype(np.int64), ref["positions"][0]
+    common, i, j = np.intersect1d(pos, ref_pos, return_indices=True)
+    a, b = got["tokens"][0][i].astype(np.float64), ref["tokens"][0][j].astype(np.float64)
+    cosine = (a * b).sum(-1) / np.maximum(np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1), 1e-30)
+    case = {
+        "case": name,
+        "k_exact": bool(got["tokens"].shape[1] == k and pos.size == k and int(got["partition_budgets"].sum()) == k),
+        "positions_ascending": bool((np.diff(pos) > 0).all()),
+        "kept_overlap": len(common) / k,
+        "min_token_cosine": float(cosine.min()) if len(common) else 0.0,
+        "budgets_match": bool(np.array_equal(got["partition_budgets"], ref["partition_budgets"])),
+    }
+    case["passed"] = bool(
+        case["k_exact"]
+        and case["positions_ascending"]
+        and case["kept_overlap"] >= INT8_MIN_OVERLAP
+        and case["min_token_cosine"] >= INT8_MIN_COSINE
+    )
+    return case
+
+
+def validate_runtime(
+    root: Path, module: ReducedVisionEncoder, atol: float, pipeline: str | None = None, int8: bool = False
+) -> Validation:
+    """Run the staged artifact (every chunk of ``pipeline``, through the runtime's chunk loader) against PyTorch.
+
+    ``int8``: the artifact's encoder is int8, the reference fp32: fidelity (``int8_fidelity``), not parity."""
     k = module.plan.budget.total
     target = read_manifest(root).target
     count = 2 if sum(p.numel() for p in module.parameters()) < LARGE_PARAMS else 1
     cases = []
     with ChunkLoader(open_artifact(root), pipeline=pipeline) as loader:
         for name, x in validation_inputs(module, randoms=count, samples=count):
-            cases.append(compare(name, loader.run({"pixel_values": x}), reference_outputs(module, x), k, atol))
+            got, ref = loader.run({"pixel_values": x}), reference_outputs(module, x)
+            cases.append(int8_fidelity(name, got, ref, k) if int8 else compare(name, got, ref, k, atol))
+    if int8:
+        return int8_result(cases, atol)
     result = Validation("passed", max(c["max_abs_error"] for c in cases), atol, cases)
     failed = [c for c in cases if not c["passed"]]
     if failed:
@@ -101,6 +136,24 @@ def validate_runtime(root: Path, module: ReducedVisionEncoder, atol: float, pipe
             "- raise --atol if only the error is over, otherwise report an edgetrim bug"
         )
     return result
+
+
+def int8_result(cases: list[dict], atol: float) -> Validation:
+    overlap = min(c["kept_overlap"] for c in cases)
+    cosine = min(c["min_token_cosine"] for c in cases)
+    failed = [c for c in cases if not c["passed"]]
+    if failed:
+        c = failed[0]
+        raise ValidationFailed(
+            f"the int8 vision encoder strays from fp32 on {c['case']}: {c['kept_overlap']:.0%} of kept positions "
+            f"shared (needs {INT8_MIN_OVERLAP:.0%}), min token cosine {c['min_token_cosine']:.4f} "
+            f"(needs {INT8_MIN_COSINE}), K exact: {c['k_exact']} - export without --vision-int8"
+        )
+    note = (
+        f"int8 vision vs fp32 PyTorch over {len(cases)} inputs: >= {overlap:.1%} of kept positions shared, "
+        f"shared tokens' cosine >= {cosine:.4f} (gates {INT8_MIN_OVERLAP:.0%}, {INT8_MIN_COSINE}), K exact"
+    )
+    return Validation("fidelity", None, atol, cases, note)
 
 
 def validate_coreml(

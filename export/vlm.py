@@ -73,6 +73,7 @@ class VlmOptions:
     text_tokens: int = 64
     new_tokens: int = 64
     llm_chunks: int = 1  # layer groups per LLM graph
+    vision_int8: bool = False  # ONNX: dynamic int8 weight MatMuls in the vision chunks (fidelity-checked)
 
 
 @dataclass
@@ -173,11 +174,15 @@ def copy_tokenizer(src: Path, root: Path) -> list[dict]:
     return entries
 
 
-def validate_llm(root: Path, module: ReducedVisionEncoder, model: torch.nn.Module, atol: float) -> dict:
+def validate_llm(
+    root: Path, module: ReducedVisionEncoder, model: torch.nn.Module, atol: float, own_visual: bool = False
+) -> dict:
     """The runtime pipeline on a sample image vs the transformers LM fed the PyTorch HiRED tokens (same image).
 
-    Reference embeddings come from the artifact's table (float16 on disk for big vocabularies), so both
-    sides see the same text rows. Logits within atol * max(1, max |logit|); greedy tokens identical.
+    ``own_visual`` (int8 vision): the reference LM is fed the artifact's own visual tokens instead, so the
+    check stays one of the language model. Reference embeddings come from the artifact's table (float16
+    on disk for big vocabularies), so both sides see the same text rows. Logits within
+    atol * max(1, max |logit|); greedy tokens identical.
     """
     from edgetrim.calib.samples import sample_images
     from edgetrim.runtime.vlm import VlmPipeline
@@ -186,7 +191,9 @@ def validate_llm(root: Path, module: ReducedVisionEncoder, model: torch.nn.Modul
     try:
         image = sample_images(1)[0]
         got = pipeline.generate(image, VALIDATION_PROMPT, VALIDATION_TOKENS)
-        visual = reference_outputs(module, pipeline.pixel_values(image))["tokens"][0]
+        x = pipeline.pixel_values(image)
+        visual = pipeline.vision.run({"pixel_values": x}) if own_visual else reference_outputs(module, x)
+        visual = visual["tokens"][0]
         _, embeds = pipeline.embed_prompt(VALIDATION_PROMPT, visual)
         eos = set(pipeline.llm.get("eos_token_ids", []))
         table = pipeline.lm.table
@@ -226,6 +233,11 @@ def export_vlm(opts: VlmOptions, step=lambda name: None) -> dict:
         check_template(opts.template)
     if opts.llm_chunks < 1:
         raise UserError(f"--llm-chunks {opts.llm_chunks} must be at least 1: layer groups per LLM graph")
+    if opts.vision_int8 and vopts.target != "onnx":
+        raise UserError(
+            f"--vision-int8 is for --target onnx (ONNX Runtime's dynamic int8 MatMuls); "
+            f"{vopts.target} vision chunks are {precision}: drop --vision-int8"
+        )
     out = Path(vopts.out) if vopts.out else Path("artifacts") / f"{Path(str(vopts.model)).name}-vlm-{vopts.target}"
     check_out_dir(out)
     timings: dict[str, float] = {}
@@ -263,16 +275,19 @@ def export_vlm(opts: VlmOptions, step=lambda name: None) -> dict:
         with staging(out) as tmp:
             entries = []
             for i, chunk in enumerate(vision_chunks):
-                step(f"export {vopts.target} ({precision}) vision chunk {i + 1}/{len(vision_chunks)}: {chunk.name}")
+                kind = "int8" if opts.vision_int8 else precision
+                step(f"export {vopts.target} ({kind}) vision chunk {i + 1}/{len(vision_chunks)}: {chunk.name}")
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
                     path = tmp / f"{i:02d}-{chunk.name}{SUFFIX[vopts.target]}"
-                    files = write_chunk(vopts.target, chunk, path, precision == "fp16", True)
+                    files = write_chunk(vopts.target, chunk, path, precision == "fp16", True, opts.vision_int8)
                 inputs, outputs = io_spec(chunk, vopts.target)
                 entry = {"name": chunk.name, "files": [file_entry(tmp, f, role) for f, role in files]}
                 entry.update(inputs=inputs, outputs=outputs)
                 if vopts.target == "onnx":
                     entry["optimized"] = "ort-extended"
+                if opts.vision_int8:
+                    entry["quantization"] = "int8-dynamic"
                 entries.append(entry)
             llm_entries, pipelines, data_files, section = write_llm(
                 lm, tmp, vopts.target, opts.llm_chunks, precision == "fp16", first_index=len(entries), step=step
@@ -297,6 +312,7 @@ def export_vlm(opts: VlmOptions, step=lambda name: None) -> dict:
                     "new_tokens": max_len - prefill_len,
                     "template": opts.template,
                     "fp16": vopts.fp16,
+                    "vision_int8": opts.vision_int8,
                 },
             )
             manifest = {
@@ -337,8 +353,8 @@ def export_vlm(opts: VlmOptions, step=lambda name: None) -> dict:
                 validation = validate_coreml(tmp, module, vopts.atol, precision == "fp16", pipeline="vision")
                 llm_case = {"status": "spec-only", "note": validation.note}
             else:
-                validation = validate_runtime(tmp, module, vopts.atol, pipeline="vision")
-                llm_case = {"status": "passed", **validate_llm(tmp, module, src.model, vopts.atol)}
+                validation = validate_runtime(tmp, module, vopts.atol, "vision", opts.vision_int8)
+                llm_case = {"status": "passed", **validate_llm(tmp, module, src.model, vopts.atol, opts.vision_int8)}
             timings["validate_s"] = round(time.perf_counter() - t, 3)
             all_files = [f for e in manifest["chunks"] for f in e["files"]] + data_files
             report = {
@@ -346,6 +362,7 @@ def export_vlm(opts: VlmOptions, step=lambda name: None) -> dict:
                 "kind": "vlm",
                 "target": vopts.target,
                 "precision": precision,
+                "vision_int8": opts.vision_int8,
                 "model": tower.source.name,
                 "random_weights": src.random_weights,
                 "tokens": k,
@@ -381,7 +398,9 @@ def budget_variant(root: Path, budget: str, out: Path, step=lambda name: None) -
     red = manifest["reduction"]
 
     def matches(m: dict) -> bool:
-        r = m["reduction"]
+        r, int8 = m["reduction"], m["llm"]["export"].get("vision_int8", False)
+        if int8 != manifest["llm"]["export"].get("vision_int8", False):
+            return False
         return r["method"] == method and (method == "none" or float(r["requested_budget"]) == float(budget))
 
     if matches(manifest):
@@ -406,6 +425,16 @@ def budget_variant(root: Path, budget: str, out: Path, step=lambda name: None) -
     )
     step(f"export budget {budget} (K from {red['tokens']} at {red['requested_budget']})")
     export_vlm(
-        VlmOptions(vision, e["template"], None, None, e["text_tokens"], e["new_tokens"], e["llm_chunks"]), step=step
+        VlmOptions(
+            vision,
+            e["template"],
+            None,
+            None,
+            e["text_tokens"],
+            e["new_tokens"],
+            e["llm_chunks"],
+            e.get("vision_int8", False),
+        ),
+        step=step,
     )
     return folder

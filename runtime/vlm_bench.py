@@ -97,6 +97,10 @@ def add_ratios(rows: list[dict]) -> dict:
     return goals
 
 
+def target_label(meta: dict) -> str:
+    return f"{meta['target']}, vision int8" if meta.get("vision_int8") else meta["target"]
+
+
 def markdown(meta: dict, rows: list[dict], goals: dict) -> str:
     weights = (
         "random (seeded preset): generated text is meaningless; timings and memory are those of the real shapes"
@@ -104,7 +108,7 @@ def markdown(meta: dict, rows: list[dict], goals: dict) -> str:
         else "checkpoint"
     )
     lines = [
-        f"# edgetrim VLM bench: {meta['model']} ({meta['target']})",
+        f"# edgetrim VLM bench: {meta['model']} ({target_label(meta)})",
         "",
         f"Weights: {weights}. Output length {meta['max_new_tokens']} tokens, "
         f"median of {meta['runs']} interleaved rounds (each a fresh process: warm-up + timed generation).",

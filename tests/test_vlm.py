@@ -6,7 +6,9 @@
 * the runtime pipeline runs with torch imports blocked;
 * ``edgetrim run`` streams text and prints TTFT / decode tokens/s; ``edgetrim bench`` compares budgets;
 * bad inputs exit 2 with one line: prompt longer than the cache, template without <image>,
-  tokenizer files missing (export and run), unreadable image.
+  tokenizer files missing (export and run), unreadable image;
+* ``--vision-int8`` (tiny-vlm preset): int8 MatMuls in the vision chunk, fidelity-gated against fp32,
+  the language model still token-exact with transformers; the fidelity gate refuses strays.
 
 Random weights: the generated text is meaningless, only the agreement matters.
 """
@@ -19,11 +21,13 @@ import subprocess
 import sys
 
 import numpy as np
+import onnx
 import pytest
 import torch
 
 from edgetrim.cli.main import main
 from edgetrim.export.llm_presets import IMAGE_TOKEN, build_byte_tokenizer, tiny_qwen2_config
+from edgetrim.export.validate import ValidationFailed, int8_fidelity, int8_result
 from edgetrim.runtime.llm import load_tokenizer
 from edgetrim.runtime.manifest import SCHEMA_PATH
 from edgetrim.runtime.vlm import VlmPipeline, prompt_ids
@@ -216,3 +220,51 @@ def test_runtime_is_torch_free(artifact, sample_png):
     pipeline = VlmPipeline(artifact)
     assert out["tokens"] == pipeline.generate(sample_png, PROMPT, 4, stop_at_eos=False).tokens
     pipeline.close()
+
+
+def test_vision_int8_export(tmp_path, sample_png):
+    out = tmp_path / "tiny-vlm-int8"
+    assert main(["export", "--target", "onnx", "--model", "tiny-vlm", "--vision-int8", "--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    cases = report["validation"]["cases"]
+    assert report["validation"]["status"] == "fidelity" and report["llm_validation"]["passed"]
+    assert len(cases) == 4 and all(c["k_exact"] and c["kept_overlap"] >= 0.9 for c in cases)
+    assert report["llm_validation"]["tokens"] == report["llm_validation"]["reference_tokens"]
+    from jsonschema import Draft202012Validator
+
+    manifest = json.loads((out / "manifest.json").read_text())
+    schema = json.loads(SCHEMA_PATH.read_text())
+    assert [e.message for e in Draft202012Validator(schema).iter_errors(manifest)] == []
+    vision = set(manifest["pipelines"]["vision"])
+    assert {c["name"]: c.get("quantization") for c in manifest["chunks"] if c["name"] in vision} == {
+        "encoder": "int8-dynamic"
+    }
+    assert not any("quantization" in c for c in manifest["chunks"] if c["name"] not in vision)
+    assert manifest["llm"]["export"]["vision_int8"] is True
+    model = onnx.load(str(out / "00-encoder.onnx"))
+    ops = {n.op_type for n in model.graph.node}
+    assert ops & {"DynamicQuantizeMatMul", "MatMulIntegerToFloat", "MatMulInteger"}, ops
+    weights = [t for t in model.graph.initializer if t.data_type == onnx.TensorProto.INT8]
+    assert len(weights) >= 4 * 3  # q/k/v/o + 2 MLP projections per layer, 3 layers (tiny CLIP)
+    pipeline = VlmPipeline(out)
+    result = pipeline.generate(sample_png, "Describe the image.", 4, stop_at_eos=False)
+    pipeline.close()
+    assert result.visual_tokens == report["tokens"] and len(result.tokens) == 4
+
+
+def test_int8_fidelity_gate_refuses_strays():
+    rng = np.random.default_rng(0)
+    ref = {
+        "tokens": rng.standard_normal((1, 10, 8)).astype(np.float32),
+        "positions": np.arange(0, 20, 2)[None],
+        "partition_budgets": np.array([[6, 4]]),
+    }
+    close = {**ref, "tokens": ref["tokens"] + 1e-3}
+    assert int8_fidelity("close", close, ref, 10)["passed"]
+    moved = {**close, "positions": np.concatenate([ref["positions"][:, :8], [[17, 19]]], axis=1)}
+    case = int8_fidelity("moved", moved, ref, 10)
+    assert case["kept_overlap"] == 0.8 and not case["passed"]
+    noisy = {**ref, "tokens": ref["tokens"] + rng.standard_normal((1, 10, 8)).astype(np.float32)}
+    assert not int8_fidelity("noisy", noisy, ref, 10)["passed"]
+    with pytest.raises(ValidationFailed, match="without --vision-int8"):
+        int8_result([case], 1e-4)

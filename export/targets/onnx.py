@@ -2,6 +2,8 @@
 
 ``optimize_for_runtime`` runs ONNX Runtime's graph optimizations once at export time and saves the
 result, so a runtime that loads chunks on demand opens sessions with optimizations disabled.
+``quantize_int8_dynamic`` turns the weight MatMuls of a graph into ONNX Runtime's dynamic int8 ones
+(int8 weights per output channel, activations quantized per run).
 """
 
 from __future__ import annotations
@@ -74,6 +76,33 @@ def optimize_for_runtime(path: Path) -> list[Path]:
         src.unlink()
     tmp.rename(path)
     return onnx_files(path)
+
+
+def quantize_int8_dynamic(path: Path) -> list[Path]:
+    """Replace ``path`` (and its .data) by its dynamic-int8 version, optimized again for the runtime.
+
+    Only MatMuls with a constant weight are quantized (attention's activation products stay float).
+    """
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    tmp = path.with_name(f"int8-{path.name}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        quantize_dynamic(
+            path,
+            tmp,
+            weight_type=QuantType.QInt8,
+            op_types_to_quantize=["MatMul"],
+            per_channel=True,
+            extra_options={"MatMulConstBOnly": True},
+            use_external_data_format=True,
+        )
+    for old in onnx_files(path):
+        old.unlink()
+    tmp.rename(path)
+    tmp.with_name(tmp.name + ".data").rename(path.with_name(path.name + ".data"))
+    _retarget_external_data(path, path.name + ".data")
+    return optimize_for_runtime(path)
 
 
 def _retarget_external_data(path: Path, data_name: str) -> None:
