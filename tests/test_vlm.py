@@ -28,6 +28,7 @@ import torch
 from edgetrim.cli.main import main
 from edgetrim.export.llm_presets import IMAGE_TOKEN, build_byte_tokenizer, tiny_qwen2_config
 from edgetrim.export.validate import ValidationFailed, int8_fidelity, int8_result
+from edgetrim.export.vlm import budget_variant
 from edgetrim.runtime.llm import load_tokenizer
 from edgetrim.runtime.manifest import SCHEMA_PATH
 from edgetrim.runtime.vlm import VlmPipeline, prompt_ids
@@ -250,6 +251,9 @@ def test_vision_int8_export(tmp_path, sample_png):
     result = pipeline.generate(sample_png, "Describe the image.", 4, stop_at_eos=False)
     pipeline.close()
     assert result.visual_tokens == report["tokens"] and len(result.tokens) == 4
+    variant = budget_variant(out, "0.5", tmp_path / "variants")  # what `edgetrim bench` compares it with
+    m = json.loads((variant / "manifest.json").read_text())
+    assert m["reduction"]["tokens"] == 160 and m["chunks"][0]["quantization"] == "int8-dynamic"
 
 
 def test_int8_fidelity_gate_refuses_strays():
