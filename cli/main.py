@@ -86,20 +86,20 @@ def export_summary(report: dict) -> Table:
 
 def cmd_export(args: argparse.Namespace) -> int:
     quiet_toolchains()
+    from edgetrim.export.llm_presets import VLM_PRESETS  # whole VLM: HiRED vision + LLM (issue 5)
     from edgetrim.export.video_artifact import is_video_model  # STDiT3 presets / checkpoint folders (issue 4)
 
+    is_vlm = args.with_llm or args.model in VLM_PRESETS
+    if args.vision_int8 and not is_vlm:
+        raise UserError("--vision-int8 applies to whole-VLM exports (a VLM preset or --with-llm): drop it")
     if is_video_model(args.model):
         from edgetrim.cli.video import cmd_export as export_video
 
         return export_video(args)
-    from edgetrim.export.llm_presets import VLM_PRESETS  # whole VLM: HiRED vision + LLM (issue 5)
-
-    if args.with_llm or args.model in VLM_PRESETS:
+    if is_vlm:
         from edgetrim.cli.vlm import cmd_export as export_vlm
 
         return export_vlm(args)
-    if args.vision_int8:
-        raise UserError("--vision-int8 applies to whole-VLM exports (a VLM preset or --with-llm): drop it")
     try:
         from edgetrim.export.pipeline import ExportOptions, export_artifact
         from edgetrim.export.validate import ValidationFailed

@@ -192,8 +192,8 @@ def validate_llm(
         image = sample_images(1)[0]
         got = pipeline.generate(image, VALIDATION_PROMPT, VALIDATION_TOKENS)
         x = pipeline.pixel_values(image)
-        visual = pipeline.vision.run({"pixel_values": x}) if own_visual else reference_outputs(module, x)
-        visual = visual["tokens"][0]
+        vision_outputs = pipeline.vision.run({"pixel_values": x}) if own_visual else reference_outputs(module, x)
+        visual = vision_outputs["tokens"][0]
         _, embeds = pipeline.embed_prompt(VALIDATION_PROMPT, visual)
         eos = set(pipeline.llm.get("eos_token_ids", []))
         table = pipeline.lm.table
@@ -274,8 +274,8 @@ def export_vlm(opts: VlmOptions, step=lambda name: None) -> dict:
         t = time.perf_counter()
         with staging(out) as tmp:
             entries = []
+            kind = "int8" if opts.vision_int8 else precision
             for i, chunk in enumerate(vision_chunks):
-                kind = "int8" if opts.vision_int8 else precision
                 step(f"export {vopts.target} ({kind}) vision chunk {i + 1}/{len(vision_chunks)}: {chunk.name}")
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
@@ -395,13 +395,12 @@ def budget_variant(root: Path, budget: str, out: Path, step=lambda name: None) -
 
     manifest = read_manifest(root).manifest
     method = "none" if float(budget) == 1.0 else "hired"
-    red = manifest["reduction"]
+    red, int8 = manifest["reduction"], manifest["llm"]["export"].get("vision_int8", False)
 
     def matches(m: dict) -> bool:
-        r, int8 = m["reduction"], m["llm"]["export"].get("vision_int8", False)
-        if int8 != manifest["llm"]["export"].get("vision_int8", False):
-            return False
-        return r["method"] == method and (method == "none" or float(r["requested_budget"]) == float(budget))
+        r = m["reduction"]
+        same_budget = r["method"] == method and (method == "none" or float(r["requested_budget"]) == float(budget))
+        return same_budget and m["llm"]["export"].get("vision_int8", False) == int8
 
     if matches(manifest):
         return root
@@ -433,7 +432,7 @@ def budget_variant(root: Path, budget: str, out: Path, step=lambda name: None) -
             e["text_tokens"],
             e["new_tokens"],
             e["llm_chunks"],
-            e.get("vision_int8", False),
+            int8,
         ),
         step=step,
     )
