@@ -1,22 +1,26 @@
 """Execution backends behind one interface: ``Backend.run(feeds) -> {name: array}``.
 
 ONNX Runtime runs with numpy alone. ExecuTorch's Python runtime (executorch.runtime) imports
-torch itself; this module imports it only when an ExecuTorch artifact is actually run.
+torch itself; this module imports it only when an ExecuTorch artifact is actually run. Core ML runs
+on Apple systems only (through coremltools, macOS).
 """
 
 from __future__ import annotations
 
+import platform
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
+from edgetrim.runtime import contract
 from edgetrim.runtime.errors import UserError
 
 
 class Backend(Protocol):
     input_names: list[str]
     output_names: list[str]
+    providers: list[str]  # what actually executes (ONNX Runtime's chosen providers, or the runtime's name)
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
 
@@ -47,6 +51,7 @@ class OnnxBackend:
         self.session = ort.InferenceSession(str(path), options, providers=chosen)
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = output_names
+        self.providers = self.session.get_providers()
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         outs = self.session.run(self.output_names, feeds)
@@ -78,12 +83,31 @@ class ExecuTorchBackend:
         self.method = program.load_method(method)
         self.input_names = input_names
         self.output_names = output_names
+        self.providers = ["ExecuTorch"]
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch  # executorch's pybindings take and return torch tensors
 
         outs = self.method.execute([torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in self.input_names])
         return {name: out.numpy() for name, out in zip(self.output_names, outs, strict=True)}
+
+
+class CoreMLBackend:
+    """A Core ML model (or one function of a multifunction package) through coremltools; macOS only."""
+
+    def __init__(self, path: Path, input_names: list[str], output_names: list[str], method: str) -> None:
+        if platform.system() != "Darwin":
+            raise UserError("CoreML artifacts run through Core ML on Apple devices: use the iOS app, not edgetrim run")
+        import coremltools as ct
+
+        named = {} if method == contract.DEFAULT_METHOD else {"function_name": method}
+        self.model = ct.models.MLModel(str(path), **named)
+        self.input_names, self.output_names = input_names, output_names
+        self.providers = ["CoreML"]
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        outs = self.model.predict({n: feeds[n] for n in self.input_names})
+        return {n: np.asarray(outs[n]) for n in self.output_names}
 
 
 def open_backend(
@@ -98,10 +122,10 @@ def open_backend(
 ) -> Backend:
     """``providers``: ONNX Runtime execution providers in order of preference (absent ones are skipped);
     ``method``: the ExecuTorch method to run (an ONNX file holds one graph)."""
-    if target == "onnx":
+    if target == contract.ONNX:
         return OnnxBackend(path, output_names, providers, optimized, lean)
-    if target == "executorch":
+    if target == contract.EXECUTORCH:
         return ExecuTorchBackend(path, input_names, output_names, method)
-    if target == "coreml":
-        raise UserError("CoreML artifacts run through Core ML on Apple devices: use the iOS app, not edgetrim run")
+    if target == contract.COREML:
+        return CoreMLBackend(path, input_names, output_names, method)
     raise UserError(f"unknown target {target!r} in the manifest: re-export the artifact")

@@ -14,15 +14,51 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
 
+from edgetrim.runtime import contract
 from edgetrim.runtime.chunks import MB, ChunkLoader, chunk_bytes
 from edgetrim.runtime.errors import UserError
 from edgetrim.runtime.manifest import open_artifact
 
 MODES = ("resident", "resident-lean", "streaming", "naive")
+STREAMING_KINDS = (contract.VISION_ENCODER, contract.TEXT_ENCODER)  # one pipeline fed from its first chunk
+KIND_OPTIONS = {  # what ``edgetrim bench`` measures per kind, and the options it takes
+    contract.VISION_ENCODER: {"memory_budget_mb", "repeats", "out"},
+    contract.TEXT_ENCODER: {"memory_budget_mb", "repeats", "out"},
+    contract.VLM: {"budgets", "max_new_tokens", "runs", "out"},
+    contract.VIDEO_DENOISER: {"steps", "merge_steps", "leap_at", "step_repeats", "out"},
+    contract.LANGUAGE_MODEL: set(),
+}
+
+
+@dataclass
+class BenchOptions:
+    """Every bench option; ``None`` means not given (the kind's default)."""
+
+    out: Path | None = None
+    memory_budget_mb: float | None = None  # streaming: the budget (default: the two largest chunks)
+    repeats: int | None = None  # streaming: invocations after the first (default 20)
+    budgets: str | None = None  # vlm: budgets compared (default 1.0,0.5,0.2,0.1)
+    max_new_tokens: int | None = None  # vlm: fixed output length (default 16)
+    runs: int | None = None  # vlm: interleaved rounds (default 3)
+    steps: int | None = None  # video: sampling steps of the baseline (default 30)
+    merge_steps: int | None = None  # video: TDTM steps of the candidate (default steps/2)
+    leap_at: int | None = None  # video: leap step of the candidate (default steps/2)
+    step_repeats: int | None = None  # video: repeats of the one-step timing (default 3)
+
+    def check(self, kind: str) -> None:
+        if not KIND_OPTIONS[kind]:
+            raise UserError(f"edgetrim bench does not measure {kind} artifacts: bench a vlm export of the model")
+        for f in fields(self):
+            if getattr(self, f.name) is not None and f.name not in KIND_OPTIONS[kind]:
+                takers = [k for k, names in KIND_OPTIONS.items() if f.name in names]
+                raise UserError(f"`{f.name}` does not apply to {kind} artifacts; it applies to {' and '.join(takers)}")
+
+
 NUMPY = {"float32": np.float32, "int64": np.int64, "int32": np.int32, "float16": np.float16}
 
 
@@ -237,11 +273,12 @@ def timeline_png(results: dict[str, dict], names: list[str], path: Path, invocat
 
 
 def bench(root: Path, budget_mb: float | None, repeats: int, out: Path | None, progress=lambda m: None) -> dict:
-    artifact = open_artifact(root)
+    """Resident vs streaming vs naive, each mode in its own process; bench.json, bench.md, timeline.png."""
+    artifact = open_artifact(root, STREAMING_KINDS)
     chunks = artifact.chunks
     budget = budget_mb if budget_mb is not None else default_budget_mb(chunks)
     if repeats < 1:
-        raise UserError(f"--repeats {repeats} must be at least 1: the issue's figure is 20")
+        raise UserError(f"`repeats` {repeats} must be at least 1: e.g. 20")
     ChunkLoader(artifact, budget).close()  # a budget below the largest chunk fails here, before any run
     results = {}
     for mode in MODES:

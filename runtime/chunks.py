@@ -18,16 +18,19 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from edgetrim.runtime import contract
 from edgetrim.runtime.backends import Backend, open_backend
 from edgetrim.runtime.errors import UserError
 from edgetrim.runtime.manifest import Artifact
 
 MB = 1 << 20
+TIMELINE_EVENTS = 4096  # the timeline keeps the latest events (a decode loop runs the pipeline per token)
 
 
 class ChunkLoadError(UserError):
@@ -61,7 +64,7 @@ def plan_memory(chunks: list[dict], budget_mb: float | None, overlap: bool = Tru
     largest = max(sizes)
     if budget < largest:
         raise UserError(
-            f"--memory-budget {budget_mb:g} MB is smaller than the largest chunk "
+            f"`memory_budget_mb` {budget_mb:g} MB is smaller than the largest chunk "
             f"({chunks[sizes.index(largest)]['name']}, {largest / MB:.1f} MB): pass at least {largest / MB:.1f}"
         )
     if sum(sizes) <= budget:
@@ -88,7 +91,9 @@ class Event:
 
 @dataclass
 class Timeline:
-    events: list[Event] = field(default_factory=list)
+    """The latest load / compute events, at most ``TIMELINE_EVENTS`` (older ones are dropped)."""
+
+    events: deque[Event] = field(default_factory=lambda: deque(maxlen=TIMELINE_EVENTS))
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def add(self, *args) -> None:
@@ -118,6 +123,28 @@ def check_io(chunks: list[dict], inputs: set[str]) -> None:
                 available[spec["name"]] = key
         for spec in chunk["outputs"]:
             available[spec["name"]] = (tuple(spec["shape"]), spec["dtype"])
+
+
+def open_chunk(
+    artifact: Artifact, chunk: dict, function: str | None, providers: list[str] | None = None, lean: bool = False
+) -> Backend:
+    """The backend running ``function`` of one chunk of a verified artifact; load failures name the chunk."""
+    path, method = artifact.program(chunk, function)
+    try:
+        return open_backend(
+            artifact.target,
+            path,
+            [i["name"] for i in chunk["inputs"]],
+            [o["name"] for o in chunk["outputs"]],
+            providers,
+            optimized=chunk.get("optimized") == contract.ORT_EXTENDED,
+            lean=lean,
+            method=method,
+        )
+    except UserError:
+        raise
+    except Exception as exc:
+        raise ChunkLoadError(f"chunk {chunk['name']!r} failed to load: {type(exc).__name__}: {exc}") from exc
 
 
 class ChunkLoader:
@@ -168,22 +195,7 @@ class ChunkLoader:
     def _load(self, index: int, function: str | None, invocation: int) -> Backend:
         chunk = self.chunks[index]
         t0 = time.perf_counter()
-        path, method = self.artifact.program(chunk, function)
-        try:
-            backend = open_backend(
-                self.artifact.target,
-                path,
-                [i["name"] for i in chunk["inputs"]],
-                [o["name"] for o in chunk["outputs"]],
-                self.providers,
-                optimized=chunk.get("optimized") == "ort-extended",
-                lean=self.lean,
-                method=method,
-            )
-        except UserError:
-            raise
-        except Exception as exc:
-            raise ChunkLoadError(f"chunk {chunk['name']!r} failed to load: {type(exc).__name__}: {exc}") from exc
+        backend = open_chunk(self.artifact, chunk, function, self.providers, self.lean)
         self.timeline.add(chunk["name"], "load", t0, time.perf_counter(), invocation)
         return backend
 
@@ -213,6 +225,13 @@ class ChunkLoader:
             return None
         later = [s for s in streamed if s > index]
         return later[0] if later else streamed[0]
+
+    def active_providers(self) -> list[str]:
+        """The execution providers the runtime chose for the resident chunks (not those asked for)."""
+        chosen: list[str] = []
+        for backend in self.resident.values():
+            chosen += [p for p in backend.providers if p not in chosen]
+        return chosen
 
     def warm(self, function: str | None = None) -> None:
         """Load the resident chunks now (otherwise they load on first use)."""

@@ -17,12 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
+from edgetrim.runtime import contract
 from edgetrim.runtime.chunks import ChunkLoader
+from edgetrim.runtime.contract import INPUTS_EMBEDS, LAST_INDEX, LOGITS, POSITION, past_names, present_names
 from edgetrim.runtime.errors import UserError
 from edgetrim.runtime.manifest import Artifact, open_artifact
 
-KV = ("key", "value")
-INPUTS_EMBEDS, POSITION, LAST_INDEX, LOGITS = "inputs_embeds", "position", "last_index", "logits"
+KINDS = (contract.LANGUAGE_MODEL, contract.VLM)
 
 
 @dataclass
@@ -71,46 +72,44 @@ class LanguageModelRunner:
     def __init__(
         self, artifact: Artifact, memory_budget_mb: float | None = None, providers: list[str] | None = None
     ) -> None:
+        if artifact.kind not in KINDS:
+            raise UserError(f"{artifact.root} is a {artifact.kind} artifact: this takes {' or '.join(KINDS)} artifacts")
         self.artifact, section = artifact, artifact.manifest["llm"]
         self.prefill_len, self.max_len = section["prefill_length"], section["max_length"]
         self.layers = section["num_layers"]
-        self.table = np.load(artifact.data_file("embedding"), mmap_mode="r")  # [V, D], float16 or float32
-        presents = [f"present_{kind}_{i:02d}" for i in range(self.layers) for kind in KV]
+        self.table = np.load(artifact.data_file(contract.EMBEDDING), mmap_mode="r")  # [V, D], float16 or float32
+        self.presents = [n for i in range(self.layers) for n in present_names(i)]
+        self.pasts = [n for i in range(self.layers) for n in past_names(i)]
         self.prefill = ChunkLoader(
             artifact,
             memory_budget_mb,
             providers=providers,
-            pipeline="prefill",
+            pipeline=contract.PREFILL,
             inputs=[INPUTS_EMBEDS, LAST_INDEX],
-            outputs=[LOGITS, *presents],
+            outputs=[LOGITS, *self.presents],
         )
-        self.decode = None
-        if "decode" in artifact.pipelines:  # absent in a prefill-only export
-            pasts = ["past" + name[len("present") :] for name in presents]
-            self.decode = ChunkLoader(
-                artifact,
-                memory_budget_mb,
-                providers=providers,
-                pipeline="decode",
-                inputs=[INPUTS_EMBEDS, POSITION, *pasts],
-                outputs=[LOGITS, *presents],
-            )
+        self.decode = ChunkLoader(
+            artifact,
+            memory_budget_mb,
+            providers=providers,
+            pipeline=contract.DECODE,
+            inputs=[INPUTS_EMBEDS, POSITION, *self.pasts],
+            outputs=[LOGITS, *self.presents],
+        )
 
     @classmethod
     def from_folder(cls, root: str | Path, memory_budget_mb: float | None = None) -> LanguageModelRunner:
         """Open (and sha256-verify) a language-model or vlm artifact folder."""
-        return cls(open_artifact(root), memory_budget_mb)
+        return cls(open_artifact(root, KINDS), memory_budget_mb)
 
     def warm(self) -> None:
         """Load the resident chunks now (otherwise they load on first use)."""
         self.prefill.warm()
-        if self.decode:
-            self.decode.warm()
+        self.decode.warm()
 
     def close(self) -> None:
         self.prefill.close()
-        if self.decode:
-            self.decode.close()
+        self.decode.close()
 
     def row(self, token: int) -> np.ndarray:
         """[1, 1, D] float32 embedding of one token (a writable copy)."""
@@ -142,10 +141,8 @@ class LanguageModelRunner:
         if n + max_new_tokens - 1 > self.max_len:
             raise UserError(
                 f"{n} prompt tokens + {max_new_tokens} new tokens exceed the KV cache of {self.max_len}: "
-                f"pass --max-new-tokens {self.max_len - n + 1} or less"
+                f"pass `max_new_tokens` {self.max_len - n + 1} or less"
             )
-        if max_new_tokens > 1 and self.decode is None:
-            raise UserError("this artifact has no decode graph (prefill-only export): pass --max-new-tokens 1")
         padded = np.zeros((1, self.prefill_len, embeds.shape[1]), np.float32)
         padded[0, :n] = embeds
         env = self.prefill.run({INPUTS_EMBEDS: padded, LAST_INDEX: np.array([n - 1], np.int64)})
@@ -154,13 +151,13 @@ class LanguageModelRunner:
         ttft = time.perf_counter() - t0
         if on_token:
             on_token(tokens[0])
-        caches = {f"past_{kind}_{i:02d}": env[f"present_{kind}_{i:02d}"] for i in range(self.layers) for kind in KV}
+        caches = {past: env[present] for past, present in zip(self.pasts, self.presents, strict=True)}
         steps: list[float] = []
         while len(tokens) < max_new_tokens and tokens[-1] not in eos_tokens:
             s = time.perf_counter()
             feeds = {INPUTS_EMBEDS: self.row(tokens[-1]), POSITION: np.array([n + len(tokens) - 1], np.int64)}
             env = self.decode.run({**feeds, **caches})
-            caches = {name: env["present" + name[4:]] for name in caches}
+            caches = {past: env[present] for past, present in zip(self.pasts, self.presents, strict=True)}
             tokens.append(int(np.argmax(env[LOGITS][0])))
             steps.append(time.perf_counter() - s)
             if on_token:

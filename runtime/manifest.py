@@ -1,35 +1,39 @@
-"""The artifact contract: ``manifest.json`` read, checked and verified before anything is loaded.
+"""``manifest.json``: read, checked and verified before anything is loaded; written by the exporter.
 
 Schema: ``manifest.schema.json`` beside this file (published; the tests validate every export
-against it). This reader is dependency-free and checks what the runtime relies on.
+against it). This reader is dependency-free and checks what the runtime relies on; the names it
+uses are those of ``edgetrim.runtime.contract``.
 
-``chunks`` lists every program of the artifact (unique names). ``pipelines`` (optional) names the
-ordered chunk lists the runtime runs, e.g. ``{"vision": [...], "prefill": [...], "decode": [...]}``;
+``chunks`` lists every program of the artifact (unique names). ``pipelines`` names the ordered
+chunk lists the runtime runs, e.g. ``{"vision": [...], "prefill": [...], "decode": [...]}``;
 without it the artifact has one pipeline, all chunks in order. A chunk may hold several
 ``functions`` (e.g. ``plain`` / ``tdtm``) sharing its weights. Top-level ``files`` lists data that
-belongs to no chunk (embedding tables, tokenizer files); it is verified like chunk files.
+belongs to no chunk (embedding tables, tokenizer files); it is verified like chunk files. No listed
+file may resolve outside the artifact folder (symlinks included).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from edgetrim.runtime import contract
 from edgetrim.runtime.errors import UserError
 
-SCHEMA_VERSION = 1
-MANIFEST = "manifest.json"
 SCHEMA_PATH = Path(__file__).with_name("manifest.schema.json")
 DAMAGED = "the manifest is damaged, re-export the artifact"
+EDGETRIM_VERSION = "0.2.0"
 # artifact kind -> top-level keys the runtime reads
 REQUIRED_KEYS = {
-    "vision-encoder": ("target", "chunks", "preprocessing", "reduction", "source"),
-    "vlm": ("target", "chunks", "pipelines", "preprocessing", "reduction", "source", "llm", "files"),
-    "language-model": ("target", "chunks", "pipelines", "source", "llm", "files"),
-    "video-denoiser": ("target", "chunks", "pipelines", "source", "video"),
-    "text-encoder": ("target", "chunks", "source", "text_encoder"),
+    contract.VISION_ENCODER: ("target", "chunks", "preprocessing", "reduction", "source"),
+    contract.VLM: ("target", "chunks", "pipelines", "preprocessing", "reduction", "source", "llm", "files"),
+    contract.LANGUAGE_MODEL: ("target", "chunks", "pipelines", "source", "llm", "files"),
+    contract.VIDEO_DENOISER: ("target", "chunks", "pipelines", "source", "video"),
+    contract.TEXT_ENCODER: ("target", "chunks", "source", "text_encoder"),
 }
 
 
@@ -51,15 +55,19 @@ class Artifact:
         return self.manifest["chunks"]
 
     @property
+    def random_weights(self) -> bool:
+        return bool(self.manifest["source"]["random_weights"])
+
+    @property
     def pipelines(self) -> dict[str, list[str]]:
         """Pipeline name -> chunk names in run order (one pipeline, ``main``, when the manifest names none)."""
-        return self.manifest.get("pipelines") or {"main": [c["name"] for c in self.chunks]}
+        return self.manifest.get("pipelines") or {contract.DEFAULT_PIPELINE: [c["name"] for c in self.chunks]}
 
     def pipeline(self, name: str | None = None) -> list[dict]:
         """The chunks of pipeline ``name`` in run order (``None``: the only pipeline, or ``main``)."""
         pipelines = self.pipelines
         if name is None:
-            name = next(iter(pipelines)) if len(pipelines) == 1 else "main"
+            name = next(iter(pipelines)) if len(pipelines) == 1 else contract.DEFAULT_PIPELINE
         if name not in pipelines:
             raise UserError(f"the artifact has no pipeline {name!r} (it has {', '.join(pipelines)}): re-export it")
         by_name = {c["name"]: c for c in self.chunks}
@@ -84,7 +92,7 @@ class Artifact:
         """
         functions = chunk.get("functions")
         if not functions:
-            return self.file(chunk, "program"), "forward"
+            return self.file(chunk, contract.PROGRAM), contract.DEFAULT_METHOD
         function = function or next(iter(functions))
         if function not in functions:
             raise UserError(
@@ -92,7 +100,10 @@ class Artifact:
                 "re-export the artifact with that variant"
             )
         entry = functions[function]
-        return self.root / entry["file"], entry.get("method", "forward")
+        return self.root / entry["file"], entry.get("method", contract.DEFAULT_METHOD)
+
+
+# ------------------------------------------------------------------------------------------- digests
 
 
 def sha256_file(path: Path, block: int = 1 << 20) -> str:
@@ -103,16 +114,26 @@ def sha256_file(path: Path, block: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def folder_files(path: Path) -> list[Path]:
+    """Files under a folder (an .mlpackage), sorted by relative POSIX path; symlinked folders are not entered."""
+    found = [Path(top) / name for top, _, files in os.walk(path) for name in files]
+    return sorted(found, key=lambda f: f.relative_to(path).as_posix())
+
+
 def digest_path(path: Path) -> tuple[int, str]:
-    """(bytes, sha256) of a file, or of a folder such as an .mlpackage (its files in path order)."""
+    """(bytes, sha256) of a file, or of a folder such as an .mlpackage (its files in path order:
+    each file's relative POSIX path, then its sha256 as 32 bytes)."""
     if not path.is_dir():
         return path.stat().st_size, sha256_file(path)
     digest, size = hashlib.sha256(), 0
-    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+    for f in folder_files(path):
         digest.update(f.relative_to(path).as_posix().encode())
         digest.update(bytes.fromhex(sha256_file(f)))
         size += f.stat().st_size
     return size, digest.hexdigest()
+
+
+# ------------------------------------------------------------------------------------------- reading
 
 
 def read_manifest(root: str | Path) -> Artifact:
@@ -120,9 +141,9 @@ def read_manifest(root: str | Path) -> Artifact:
     root = Path(root)
     if not root.is_dir():
         raise UserError(f"{root} is not a folder: pass the folder edgetrim export wrote (it holds manifest.json)")
-    path = root / MANIFEST
+    path = root / contract.MANIFEST
     if not path.is_file():
-        raise UserError(f"{root} has no {MANIFEST}: pass a folder written by edgetrim export")
+        raise UserError(f"{root} has no {contract.MANIFEST}: pass a folder written by edgetrim export")
     try:
         manifest = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -132,16 +153,17 @@ def read_manifest(root: str | Path) -> Artifact:
     version = manifest["schema_version"]
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
         raise UserError(f"{path} has schema version {version!r}, not a version number: re-export the artifact")
-    if version > SCHEMA_VERSION:
+    if version > contract.SCHEMA_VERSION:
         raise UserError(
-            f"{path} has schema version {version}, newer than this runtime's {SCHEMA_VERSION}: upgrade edgetrim"
+            f"{path} has schema version {version}, newer than this runtime's {contract.SCHEMA_VERSION}: "
+            "upgrade edgetrim"
         )
-    kind = manifest.get("kind", "vision-encoder")
+    kind = manifest.get("kind", contract.VISION_ENCODER)
     if kind not in REQUIRED_KEYS:
         raise UserError(f"{path} describes a {kind!r} artifact, which this runtime does not know: upgrade edgetrim")
     for key in REQUIRED_KEYS[kind]:
         if key not in manifest:
-            raise UserError(f"{path} lacks {key!r}: the manifest is damaged, re-export the artifact")
+            raise UserError(f"{path} lacks {key!r}: {DAMAGED}")
     check_chunks(path, manifest["chunks"])
     check_pipelines(path, manifest)
     check_file_entries(path, "the artifact", manifest.get("files", []))
@@ -181,7 +203,7 @@ def check_chunks(path: Path, chunks) -> None:
         if not isinstance(files, list) or not files:
             raise UserError(f"{path}: chunk {chunk['name']!r} lists no files: {DAMAGED}")
         check_file_entries(path, f"chunk {chunk['name']!r}", files)
-        if not any(entry["role"] == "program" for entry in files):
+        if not any(entry["role"] == contract.PROGRAM for entry in files):
             raise UserError(f"{path}: chunk {chunk['name']!r} lists no program file: {DAMAGED}")
         listed = {entry["path"] for entry in files}
         functions = chunk.get("functions", {})
@@ -204,11 +226,29 @@ def check_pipelines(path: Path, manifest: dict) -> None:
             raise UserError(f"{path}: pipeline {name!r} names chunks the manifest does not list: {DAMAGED}")
 
 
+# ------------------------------------------------------------------------------------------- verification
+
+
+def check_inside(root: Path, owner: str, entry: dict, path: Path) -> None:
+    """Refuse a listed file (or a file inside a listed folder) that resolves outside ``root``."""
+    inside = root.resolve()
+    targets = [path]
+    if path.is_dir() and not path.is_symlink():
+        targets += [Path(top) / name for top, dirs, files in os.walk(path) for name in dirs + files]
+    for target in targets:
+        if not target.resolve().is_relative_to(inside):
+            raise UserError(
+                f"{owner}: {entry['path']} resolves outside the artifact folder ({target.resolve()}): "
+                "copy the real files into the artifact instead of linking to them"
+            )
+
+
 def verify_entry(root: Path, owner: str, entry: dict) -> None:
-    """Refuse a listed file that is missing, resized or altered (sha256)."""
+    """Refuse a listed file that is missing, resized, altered (sha256) or outside the folder."""
     path = root / entry["path"]
     if not path.exists():
         raise UserError(f"{owner}: file {entry['path']} is missing: re-export or re-copy it")
+    check_inside(root, owner, entry, path)
     size, sha = digest_path(path)
     if size != entry["bytes"]:
         raise UserError(
@@ -230,7 +270,39 @@ def verify_files(artifact: Artifact) -> None:
         verify_entry(artifact.root, f"{entry['role']} data", entry)
 
 
-def open_artifact(root: str | Path) -> Artifact:
+def open_artifact(root: str | Path, kinds: tuple[str, ...] = contract.KINDS) -> Artifact:
+    """Read, check and sha256-verify an artifact; refuse one whose kind is not in ``kinds``."""
     artifact = read_manifest(root)
+    if artifact.kind not in kinds:
+        raise UserError(
+            f"{root} is a {artifact.kind} artifact; this takes {' or '.join(kinds)} artifacts: "
+            "pass an artifact of that kind"
+        )
     verify_files(artifact)
     return artifact
+
+
+# ------------------------------------------------------------------------------------------- writing
+
+
+def file_entry(root: Path, path: Path, role: str) -> dict:
+    """Manifest entry for a file or an .mlpackage folder inside ``root``."""
+    size, sha = digest_path(path)
+    return {"path": path.relative_to(root).as_posix(), "role": role, "bytes": size, "sha256": sha}
+
+
+def manifest_header(kind: str, target: str, precision: str, source: dict) -> dict:
+    """The keys every manifest starts with."""
+    return {
+        "schema_version": contract.SCHEMA_VERSION,
+        "edgetrim_version": EDGETRIM_VERSION,
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "kind": kind,
+        "target": target,
+        "precision": precision,
+        "source": source,
+    }
+
+
+def write_json(path: Path, data: dict) -> None:
+    path.write_text(json.dumps(data, indent=2) + "\n")

@@ -8,6 +8,12 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 
+def kept_cells(positions: np.ndarray, side: int) -> list[tuple[int, int, int]]:
+    """Flat kept positions p*N + row*side + col -> (partition p, row, col), N = side^2."""
+    n = side * side
+    return [(int(p) // n, int(p) % n // side, int(p) % side) for p in positions]
+
+
 def kept_overlay(views: list[Image.Image], positions: np.ndarray, side: int, out: Path, scale: int = 1) -> Path:
     """``views``: the P encoder views; ``positions``: [K] flat p*N + row*side + col."""
     size = views[0].width * scale
@@ -16,9 +22,11 @@ def kept_overlay(views: list[Image.Image], positions: np.ndarray, side: int, out
     canvas = Image.new("RGB", (len(views) * (size + pad) + pad, size + label + pad), (30, 30, 30))
     draw = ImageDraw.Draw(canvas)
     cell = size / side
+    cells = kept_cells(positions, side)
     for p, view in enumerate(views):
         kept = np.zeros(n, bool)
-        kept[positions[(positions >= p * n) & (positions < (p + 1) * n)] - p * n] = True
+        for _, row, col in (c for c in cells if c[0] == p):
+            kept[row * side + col] = True
         base = np.asarray(view.resize((size, size), Image.Resampling.NEAREST), dtype=np.float32)
         rows = (np.arange(size) // cell).astype(int).clip(0, side - 1)
         mask = kept.reshape(side, side)[rows][:, rows]

@@ -17,12 +17,18 @@ from edgetrim.runtime.errors import UserError
 
 
 def load_image(path: str | Path) -> Image.Image:
+    """An RGB image; refuses missing, unreadable and oversized files (Pillow's decompression-bomb limit)."""
     p = Path(path)
     if not p.is_file():
         raise UserError(f"image {p} does not exist: pass a path to a PNG or JPEG file")
     try:
         with Image.open(p) as img:
             return img.convert("RGB")
+    except Image.DecompressionBombError:
+        raise UserError(
+            f"image {p} has more than {2 * Image.MAX_IMAGE_PIXELS} pixels, too large to decode safely: "
+            "downscale it (every view is resized to the model's input size anyway)"
+        ) from None
     except (UnidentifiedImageError, OSError) as exc:
         raise UserError(
             f"cannot read image {p} ({type(exc).__name__}): pass a PNG, JPEG or other Pillow-readable file"

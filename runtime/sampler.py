@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from edgetrim.runtime import contract
 from edgetrim.runtime.errors import UserError
 
 NUM_TIMESTEPS = 1000.0
@@ -84,11 +85,11 @@ class SampleResult:
 
 def check_plan(num_steps: int, merge_steps: int, leap_at: int | None) -> None:
     if num_steps < 1:
-        raise UserError(f"--steps {num_steps} must be at least 1: Open-Sora 1.2 uses 30")
+        raise UserError(f"`steps` {num_steps} must be at least 1: Open-Sora 1.2 uses 30")
     if not 0 <= merge_steps <= num_steps:
-        raise UserError(f"--merge-steps {merge_steps} is outside 0..{num_steps} (--steps): e.g. --merge-steps 15")
+        raise UserError(f"`merge_steps` {merge_steps} is outside 0..{num_steps} (`steps`): e.g. `merge_steps` 15")
     if leap_at is not None and not 1 <= leap_at <= num_steps - 1:
-        raise UserError(f"--leap-at {leap_at} is outside 1..{num_steps - 1} (--steps {num_steps}): e.g. --leap-at 15")
+        raise UserError(f"`leap_at` {leap_at} is outside 1..{num_steps - 1} (`steps` {num_steps}): e.g. `leap_at` 15")
 
 
 def sample(
@@ -108,7 +109,7 @@ def sample(
     functions, step_ms = [], []
     leap = None
     for i, t in enumerate(schedule):
-        function = "tdtm" if i < merge_steps else "plain"
+        function = contract.TDTM if i < merge_steps else contract.PLAIN
         start = time.perf_counter()
         v = velocity(z, float(t), function)
         step_ms.append((time.perf_counter() - start) * 1e3)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgetrim.runtime import contract
 from edgetrim.runtime.chunks import ChunkLoader
 from edgetrim.runtime.errors import UserError
 from edgetrim.runtime.manifest import open_artifact
@@ -24,7 +25,7 @@ def tokenize(tokenizer_path: Path, text: str, length: int, vocab: int) -> tuple[
         raise UserError("encoding text needs the tokenizers package: pip install tokenizers") from None
     ids = Tokenizer.from_file(str(tokenizer_path)).encode(text).ids[:length]
     if not ids:
-        raise UserError("--prompt-text gives no tokens: pass a non-empty caption")
+        raise UserError("`prompt_text` gives no tokens: pass a non-empty caption")
     if max(ids) >= vocab:
         raise UserError(f"the tokenizer gives id {max(ids)} beyond the encoder's {vocab} embeddings: re-export")
     input_ids = np.zeros((1, length), np.int64)
@@ -36,21 +37,36 @@ def tokenize(tokenizer_path: Path, text: str, length: int, vocab: int) -> tuple[
 
 def encode_text(root: str | Path, text: str, memory_budget_mb: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """-> (caption embeddings [L, D], mask [L])."""
-    artifact = open_artifact(root)
-    if artifact.kind != "text-encoder":
-        raise UserError(f"{root} is a {artifact.kind} artifact, not a text encoder: pass a T5 export")
+    artifact = open_artifact(root, (contract.TEXT_ENCODER,))
     info = artifact.manifest["text_encoder"]
     ids, mask = tokenize(artifact.data_file(info["tokenizer"]), text, info["max_length"], info["vocab_size"])
-    feeds = {"input_ids": ids.astype(np.int32 if artifact.target == "coreml" else np.int64), "attention_mask": mask}
-    with ChunkLoader(artifact, memory_budget_mb, pipeline="text_encoder") as loader:
-        embeds = loader.run(feeds)["caption_embeds"]
+    int_type = np.int32 if artifact.target == contract.COREML else np.int64
+    feeds = {contract.INPUT_IDS: ids.astype(int_type), contract.ATTENTION_MASK: mask}
+    with ChunkLoader(artifact, memory_budget_mb, pipeline=contract.TEXT) as loader:
+        embeds = loader.run(feeds)[contract.CAPTION_EMBEDS]
     return embeds[0], mask[0]
+
+
+def run(root: Path, text: str | None, out: Path | None, memory_budget_mb: float | None = None) -> dict:
+    """Encode ``text``; writes ``caption.npz`` (caption [L, D], mask [L]) for a video denoiser's `caption`."""
+    if not text:
+        raise UserError(f"{root} is a text encoder: pass `prompt_text` TEXT")
+    embeds, mask = encode_text(root, text, memory_budget_mb)
+    out = out or Path(root) / "run"
+    out.mkdir(parents=True, exist_ok=True)
+    np.savez(out / "caption.npz", caption=embeds, mask=mask)
+    return {
+        "tokens": int(mask.sum()),
+        "length": len(mask),
+        "shape": list(embeds.shape),
+        "written": [str(out / "caption.npz")],
+    }
 
 
 def encode_prompt(root: Path, text: str | None, length: int, channels: int, memory_budget_mb: float | None) -> Caption:
     """``--text-encoder DIR --prompt-text TEXT`` -> a Caption fitted to the denoiser's [L, C_cap]."""
     if not text:
-        raise UserError("--text-encoder needs --prompt-text: pass the caption text")
+        raise UserError("`text_encoder` needs `prompt_text`: pass the caption text")
     embeds, mask = encode_text(root, text, memory_budget_mb)
     if embeds.shape[1] != channels:
         raise UserError(

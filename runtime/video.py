@@ -16,17 +16,19 @@ Open-Sora 1.2 does.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from edgetrim.runtime import contract
 from edgetrim.runtime.chunks import ChunkLoader
 from edgetrim.runtime.errors import UserError
 from edgetrim.runtime.manifest import open_artifact
 from edgetrim.runtime.sampler import LeapRule, SampleResult, sample, shift_ratio, timesteps
 
-DENOISER_INPUTS = ["latent", "timestep", "caption", "caption_mask"]
+DENOISER_INPUTS = [contract.LATENT, contract.TIMESTEP, contract.CAPTION_TOKENS, contract.CAPTION_MASK]
 
 
 @dataclass
@@ -66,18 +68,18 @@ def fit_caption(embeds: np.ndarray, mask: np.ndarray | None, length: int, channe
 def load_caption(path: Path, length: int, channels: int) -> Caption:
     """A caption embedding file (.npy / .npz, see module doc) -> Caption padded to L."""
     if not path.is_file():
-        raise UserError(f"--caption {path} does not exist: pass a .npy or .npz of caption embeddings")
+        raise UserError(f"`caption` {path} does not exist: pass a .npy or .npz of caption embeddings")
     try:
         data = np.load(path, allow_pickle=False)
     except (ValueError, OSError) as exc:
-        raise UserError(f"--caption {path} is not a numpy file ({exc}): save it with numpy.save / savez") from None
+        raise UserError(f"`caption` {path} is not a numpy file ({exc}): save it with numpy.save / savez") from None
     if isinstance(data, np.lib.npyio.NpzFile):
         if not data.files:
-            raise UserError(f"--caption {path} is an empty .npz: store the embeddings under 'caption'")
+            raise UserError(f"`caption` {path} is an empty .npz: store the embeddings under 'caption'")
         embeds = data["caption"] if "caption" in data.files else data[data.files[0]]
         mask = data["mask"] if "mask" in data.files else None
-        return fit_caption(embeds, mask, length, channels, f"--caption {path}")
-    return fit_caption(data, None, length, channels, f"--caption {path}")
+        return fit_caption(embeds, mask, length, channels, f"`caption` {path}")
+    return fit_caption(data, None, length, channels, f"`caption` {path}")
 
 
 def random_caption(length: int, channels: int, seed: int) -> Caption:
@@ -90,17 +92,15 @@ class VideoDenoiser:
     """A verified video-denoiser artifact with its caption and denoiser loaders."""
 
     def __init__(self, root: str | Path, memory_budget_mb: float | None = None, overlap: bool = True, **loader) -> None:
-        self.artifact = open_artifact(root)
-        if self.artifact.kind != "video-denoiser":
-            raise UserError(f"{root} is a {self.artifact.kind} artifact, not a video denoiser: pass a video export")
+        self.artifact = open_artifact(root, (contract.VIDEO_DENOISER,))
         self.video = self.artifact.manifest["video"]
         loader.setdefault("lean", True)  # two functions per depth chunk: per-session arenas would double memory
-        self.captioner = ChunkLoader(self.artifact, None, pipeline="caption", **loader)
+        self.captioner = ChunkLoader(self.artifact, None, pipeline=contract.CAPTION, **loader)
         self.loader = ChunkLoader(
-            self.artifact, memory_budget_mb, overlap, pipeline="denoiser", inputs=DENOISER_INPUTS, **loader
+            self.artifact, memory_budget_mb, overlap, pipeline=contract.DENOISER, inputs=DENOISER_INPUTS, **loader
         )
         self.batch = self.video["batch"]
-        self.null = np.load(self.artifact.data_file("null_caption"), allow_pickle=False).astype(np.float32)
+        self.null = np.load(self.artifact.data_file(contract.NULL_CAPTION), allow_pickle=False).astype(np.float32)
 
     @property
     def latent_shape(self) -> list[int]:
@@ -115,7 +115,8 @@ class VideoDenoiser:
         stacked = np.stack([caption.embeds, self.null])
         out = []
         for i in range(0, 2, self.batch):
-            out.append(self.captioner.run({"caption_embeds": stacked[i : i + self.batch]})["caption"])
+            batch = stacked[i : i + self.batch]
+            out.append(self.captioner.run({contract.CAPTION_EMBEDS: batch})[contract.CAPTION_TOKENS])
         both = np.concatenate(out)
         return both[0], both[1]
 
@@ -128,12 +129,12 @@ class VideoDenoiser:
             outs = []
             for i in range(0, 2, self.batch):
                 feeds = {
-                    "latent": np.repeat(z[None], self.batch, axis=0).astype(np.float32),
-                    "timestep": np.full(self.batch, t, np.float32),
-                    "caption": captions[i : i + self.batch],
-                    "caption_mask": masks[i : i + self.batch],
+                    contract.LATENT: np.repeat(z[None], self.batch, axis=0).astype(np.float32),
+                    contract.TIMESTEP: np.full(self.batch, t, np.float32),
+                    contract.CAPTION_TOKENS: captions[i : i + self.batch],
+                    contract.CAPTION_MASK: masks[i : i + self.batch],
                 }
-                outs.append(self.loader.run(feeds, function=function)["velocity"][:, :c_in])
+                outs.append(self.loader.run(feeds, function=function)[contract.VELOCITY][:, :c_in])
             cond, uncond = np.concatenate(outs)
             return uncond + np.float32(guidance) * (cond - uncond)
 
@@ -161,7 +162,7 @@ class VideoDenoiser:
         elif list(noise.shape) != self.latent_shape:
             raise UserError(
                 f"the initial latent has shape {list(noise.shape)}, the artifact was exported for {self.latent_shape} "
-                "[C, T, H, W]: pass a matching latent or re-export with --frames/--height/--width"
+                "[C, T, H, W]: pass a matching latent or re-export with `frames` / `height` / `width`"
             )
         y_cond, y_null = self.encode_caption(caption)
         g = self.video["scheduler"]["cfg_scale"] if guidance is None else guidance
@@ -198,3 +199,31 @@ def contact_sheet(latent: np.ndarray, path: Path, tile: int = 96) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(sheet).save(path)
     return path
+
+
+def load_noise(path: Path) -> np.ndarray:
+    """An initial latent [C, T, H, W] from a .npy file."""
+    if not path.is_file():
+        raise UserError(f"`noise` {path} does not exist: pass a .npy latent [C, T, H, W]")
+    try:
+        return np.load(path, allow_pickle=False).astype(np.float32)
+    except (ValueError, OSError) as exc:
+        raise UserError(f"`noise` {path} is not a .npy file ({exc}): save it with numpy.save") from None
+
+
+def write_outputs(result: SampleResult, out: Path, random_weights: bool) -> dict:
+    """latent.npy, contact_sheet.png and run.json under ``out``; returns run.json's record."""
+    out.mkdir(parents=True, exist_ok=True)
+    np.save(out / "latent.npy", result.latent)
+    contact_sheet(result.latent, out / "contact_sheet.png")
+    record = {
+        "latent_shape": list(result.latent.shape),
+        "steps_run": result.steps_run,
+        "leap_step": result.leap_step,
+        "functions": result.functions,
+        "step_ms": result.step_ms,
+        "cosine_similarities": result.similarities,
+        "random_weights": random_weights,
+    }
+    (out / "run.json").write_text(json.dumps(record, indent=2) + "\n")
+    return record | {"written": [str(out / n) for n in ("latent.npy", "contact_sheet.png", "run.json")]}

@@ -19,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 
+from edgetrim.runtime import contract
 from edgetrim.runtime.bench import peak_rss_mb
 from edgetrim.runtime.chunks import MB, chunk_bytes
 from edgetrim.runtime.errors import UserError
@@ -46,7 +47,7 @@ def timing_worker(root: str, steps: int, merge_steps: int, leap_at: int, repeats
         import numpy as np
 
         z = np.random.default_rng(0).standard_normal(denoiser.latent_shape).astype(np.float32)
-        times: dict[str, list[float]] = {"plain": [], "tdtm": []}
+        times: dict[str, list[float]] = {contract.PLAIN: [], contract.TDTM: []}
         for function in times:
             velocity(z, 500.0, function)  # warm-up: sessions load here
         for _ in range(repeats):  # interleaved, so a change in machine load hits both alike
@@ -56,13 +57,13 @@ def timing_worker(root: str, steps: int, merge_steps: int, leap_at: int, repeats
                 spent.append((time.perf_counter() - t0) * 1e3)
         step_ms = {function: statistics.median(spent) for function, spent in times.items()}
         runs = {}
-        for name, (merge, leap) in {"plain": (0, None), "tdtm_lpl": (merge_steps, leap_at)}.items():
+        for name, (merge, leap) in {contract.PLAIN: (0, None), "tdtm_lpl": (merge_steps, leap_at)}.items():
             t0 = time.perf_counter()
             result = denoiser.generate(caption, steps, merge, leap, None, 7.0, 0)
             runs[name] = {
                 "wall_s": time.perf_counter() - t0,
                 "evaluations": result.steps_run,
-                "tdtm_evaluations": result.functions.count("tdtm"),
+                "tdtm_evaluations": result.functions.count(contract.TDTM),
                 "leap_step": result.leap_step,
             }
     return {"step_ms": step_ms, "sampling": runs, "peak_rss_mb": peak_rss_mb()}
@@ -126,20 +127,18 @@ def bench_video(
     step=lambda name: None,
 ) -> dict:
     """Run (a), (b), (c); returns the report (``rows``: the table's rows) and the ``files`` written."""
-    artifact = open_artifact(root)
-    if artifact.kind != "video-denoiser":
-        raise UserError(f"{root} is a {artifact.kind} artifact: the video bench needs a video-denoiser export")
-    if artifact.target == "coreml":
+    artifact = open_artifact(root, (contract.VIDEO_DENOISER,))
+    if artifact.target == contract.COREML:
         raise UserError("CoreML artifacts run through Core ML on Apple devices: bench an ONNX or ExecuTorch export")
     merge_steps = steps // 2 if merge_steps is None else merge_steps
     leap_at = steps // 2 if leap_at is None else leap_at
     check_plan(steps, merge_steps, leap_at)
     if repeats < 1:
-        raise UserError(f"--step-repeats {repeats} must be at least 1: e.g. 3")
+        raise UserError(f"`step_repeats` {repeats} must be at least 1: e.g. 3")
     video = artifact.manifest["video"]
     step(f"(a)+(b) one step x{repeats} per function, sampling {steps} plain vs {merge_steps} tdtm + leap {leap_at}")
     timing = run_worker("timing", str(root), steps, merge_steps, leap_at, repeats)
-    budget = two_block_budget_mb(artifact.pipeline("denoiser"))
+    budget = two_block_budget_mb(artifact.pipeline(contract.DENOISER))
     memory = {}
     for mode, mb in (("resident", None), ("2-block budget", budget)):
         step(f"(c) peak memory, {mode}")

@@ -17,13 +17,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from edgetrim.runtime import contract
 from edgetrim.runtime.chunks import ChunkLoader
+from edgetrim.runtime.contract import IMAGE_TOKEN as IMAGE_PLACEHOLDER
+from edgetrim.runtime.contract import PROMPT_FIELD
 from edgetrim.runtime.errors import UserError
 from edgetrim.runtime.llm import Generation, LanguageModelRunner, load_tokenizer, splice_visual
 from edgetrim.runtime.manifest import open_artifact
 from edgetrim.runtime.preprocess import load_image, preprocess
-
-IMAGE_PLACEHOLDER, PROMPT_FIELD = "<image>", "{prompt}"
 
 
 def check_template(template: str) -> None:
@@ -31,7 +32,7 @@ def check_template(template: str) -> None:
     if template.count(IMAGE_PLACEHOLDER) != 1 or template.count(PROMPT_FIELD) != 1:
         raise UserError(
             f"the prompt template {template!r} must contain {IMAGE_PLACEHOLDER} and {PROMPT_FIELD} exactly once: "
-            "e.g. --template 'USER: <image>\\n{prompt} ASSISTANT:'"
+            "e.g. `template` 'USER: <image>\\n{prompt} ASSISTANT:'"
         )
 
 
@@ -78,13 +79,11 @@ class VlmPipeline:
         self, root: str | Path, memory_budget_mb: float | None = None, providers: list[str] | None = None
     ) -> None:
         t0 = time.perf_counter()
-        self.artifact = open_artifact(root)
-        if self.artifact.kind != "vlm":
-            raise UserError(f"{root} is a {self.artifact.kind} artifact, not a vlm: export with --with-llm")
+        self.artifact = open_artifact(root, (contract.VLM,))
         t1 = time.perf_counter()
         self.llm = self.artifact.manifest["llm"]
-        self.tokenizer = load_tokenizer(self.artifact.data_file("tokenizer"))
-        self.vision = ChunkLoader(self.artifact, memory_budget_mb, providers=providers, pipeline="vision")
+        self.tokenizer = load_tokenizer(self.artifact.data_file(contract.TOKENIZER))
+        self.vision = ChunkLoader(self.artifact, memory_budget_mb, providers=providers, pipeline=contract.VISION)
         self.lm = LanguageModelRunner(self.artifact, memory_budget_mb, providers)
         self.vision.warm()
         self.lm.warm()
@@ -115,7 +114,7 @@ class VlmPipeline:
         t0 = time.perf_counter()
         x = self.pixel_values(img)
         t1 = time.perf_counter()
-        visual = self.vision.run({"pixel_values": x})["tokens"][0]
+        visual = self.vision.run({contract.PIXEL_VALUES: x})[contract.TOKENS][0]
         t2 = time.perf_counter()
         ids, embeds = self.embed_prompt(prompt, visual)
         shown: list[str] = [""]

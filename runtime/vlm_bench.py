@@ -159,7 +159,7 @@ def bench_vlm(
 ) -> dict:
     """Measure each artifact (one per budget) in its own process; write JSON, markdown and PNG into ``out``."""
     if runs < 1 or max_new_tokens < 2:
-        raise UserError(f"--runs {runs} / --max-new-tokens {max_new_tokens}: pass runs >= 1 and >= 2 new tokens")
+        raise UserError(f"`runs` {runs} / `max_new_tokens` {max_new_tokens}: pass runs >= 1 and >= 2 new tokens")
     rounds: list[list[dict]] = [[] for _ in roots]
     for r in range(runs):  # interleaved rounds: drifting machine load hits every budget alike
         for i, root in enumerate(roots):

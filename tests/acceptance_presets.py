@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgetrim.export.pipeline import ExportOptions, export_artifact
+from edgetrim.export.build import export as export_artifact
+from edgetrim.export.options import ExportOptions
 from edgetrim.runtime.chunks import ChunkLoader
 from edgetrim.runtime.manifest import open_artifact
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from edgetrim.export.pipeline import ExportOptions, export_artifact
+from edgetrim.export.build import export as export_artifact
+from edgetrim.export.options import ExportOptions
 
 warnings.filterwarnings("ignore")
 logging.getLogger("coremltools").setLevel(logging.ERROR)

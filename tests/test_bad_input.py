@@ -136,9 +136,9 @@ def test_fp16_with_onnx(tmp_path):
 
 def test_vision_int8_outside_onnx_vlm(tmp_path):
     proc = edgetrim_export(tmp_path, "--model", "tiny-clip", "--vision-int8")
-    assert_user_error(proc, tmp_path, "--vision-int8", "whole-VLM", "drop it")
+    assert_user_error(proc, tmp_path, "--vision-int8", "applies to vlm models", "drop it")
     proc = edgetrim_export(tmp_path, "--model", "stdit3-tiny", "--vision-int8")
-    assert_user_error(proc, tmp_path, "--vision-int8", "whole-VLM", "drop it")
+    assert_user_error(proc, tmp_path, "--vision-int8", "applies to vlm models", "drop it")
     proc = edgetrim_export(tmp_path, "--model", "tiny-vlm", "--vision-int8", target="executorch")
     assert_user_error(proc, tmp_path, "--vision-int8", "--target onnx", "drop --vision-int8")
 

@@ -10,7 +10,8 @@ import sys
 import numpy as np
 import pytest
 
-from edgetrim.export.pipeline import ExportOptions, export_artifact
+from edgetrim.export.build import export as export_artifact
+from edgetrim.export.options import ExportOptions
 from edgetrim.runtime.chunks import MB, ChunkLoader, ChunkLoadError, chunk_bytes, plan_memory
 from edgetrim.runtime.errors import UserError
 from edgetrim.runtime.manifest import open_artifact

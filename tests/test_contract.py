@@ -8,7 +8,8 @@ import shutil
 import numpy as np
 import pytest
 
-from edgetrim.export.pipeline import ExportOptions, export_artifact
+from edgetrim.export.build import export as export_artifact
+from edgetrim.export.options import ExportOptions
 from edgetrim.runtime.chunks import ChunkLoader
 from edgetrim.runtime.errors import UserError
 from edgetrim.runtime.manifest import SCHEMA_PATH, digest_path, open_artifact, read_manifest

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from edgetrim.calib.budgets import resolve_budget, sub_budgets_reference
-from edgetrim.export.graph import ReducedVisionEncoder, ReductionPlan
-from edgetrim.export.presets import PRESETS, build_preset, build_vision_model
+from edgetrim.export.families.vision import PRESETS, build_preset, build_vision_model
 from edgetrim.export.reducers import hired
+from edgetrim.export.reducers.budget import resolve_budget, sub_budgets_reference
+from edgetrim.export.stages.vision import ReducedVisionEncoder, ReductionPlan
 
 # ---------------------------------------------------------------- plain reference
 

@@ -18,15 +18,17 @@ import sys
 import numpy as np
 import pytest
 import torch
+from torchless import BLOCK_TORCH
 
-from edgetrim.export.llm import export_llm
-from edgetrim.export.llm_presets import (
-    IMAGE_TOKEN,
+from edgetrim.export.build import export
+from edgetrim.export.families.decoder import (
     build_byte_tokenizer,
     random_causal_lm,
     tiny_llama_config,
     tiny_qwen2_config,
 )
+from edgetrim.export.options import ExportOptions
+from edgetrim.runtime.contract import IMAGE_TOKEN
 from edgetrim.runtime.errors import UserError
 from edgetrim.runtime.llm import LanguageModelRunner, load_tokenizer
 
@@ -35,6 +37,17 @@ PROMPT = "<|im_start|>user\n<image>\nDescribe the image in one sentence.<|im_end
 VISUAL_TOKENS = 6
 STEPS = 16
 ATOL = 1e-4
+
+
+def export_llm(model, out, target, max_len, prefill, groups=1, fp16=None) -> dict:
+    """``model`` saved with save_pretrained, then that folder exported as a language-model artifact."""
+    folder = out.with_name(out.name + "-checkpoint")
+    model.save_pretrained(folder)
+    opts = ExportOptions(target, str(folder), out, fp16=fp16, prefill_length=prefill, max_length=max_len)
+    opts.llm_chunks = groups
+    report = export(opts)
+    assert report["kind"] == "language-model" and report["validation"]["status"] in ("passed", "spec-only")
+    return json.loads((out / "manifest.json").read_text())
 
 
 @pytest.fixture(scope="module")
@@ -105,21 +118,6 @@ def test_static_cache_decode_equals_full_recomputation(target, qwen, exported, p
     assert len(result.step_s) == STEPS and result.decode_tokens_per_s > 0 and result.ttft_s > 0
 
 
-BLOCK_TORCH = r"""
-import importlib.abc
-import sys
-
-
-class BlockTorch(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name == "torch" or name.startswith("torch."):
-            raise ModuleNotFoundError(f"import of {name} is blocked in this test", name=name)
-        return None
-
-
-sys.meta_path.insert(0, BlockTorch())
-"""
-
 GENERATE = r"""
 import json
 import numpy as np
@@ -165,10 +163,10 @@ def test_prompt_longer_than_prefill_is_refused(exported, qwen):
 
 
 def test_llama_prefill_parity_and_coreml_conversion(tmp_path):
-    from edgetrim.export.targets.coreml import coreml_spec_summary
+    from edgetrim.export.targets.coreml import spec_summary
 
     model = random_causal_lm(tiny_llama_config(max_len=MAX_LEN), seed=5)
-    export_llm(model, tmp_path / "onnx", "onnx", MAX_LEN, 16, graphs=("prefill",))
+    export_llm(model, tmp_path / "onnx", "onnx", MAX_LEN, 16)
     embeds = np.random.default_rng(1).normal(0, 0.5, (11, model.config.hidden_size)).astype(np.float32)
     got = LanguageModelRunner.from_folder(tmp_path / "onnx").generate(embeds, 1).first_logits
     assert np.abs(got - hf_last_logits(model, embeds)).max() <= ATOL
@@ -179,7 +177,7 @@ def test_llama_prefill_parity_and_coreml_conversion(tmp_path):
         "decode": ["decode_00-01", "decode_head"],
     }
     for chunk in manifest["chunks"]:
-        spec = coreml_spec_summary(tmp_path / "coreml" / chunk["files"][0]["path"])
+        spec = spec_summary(tmp_path / "coreml" / chunk["files"][0]["path"])["functions"]["main"]
         assert [i["name"] for i in spec["inputs"]] == [i["name"] for i in chunk["inputs"]]
         assert [(o["name"], o["shape"]) for o in spec["outputs"]] == [(o["name"], o["shape"]) for o in chunk["outputs"]]
 
@@ -188,9 +186,11 @@ def test_llava_folder_language_model(tmp_path):
     """The language model read from a LLaVA folder (save_pretrained) gives the LLaVA model's own logits."""
     from transformers import CLIPVisionConfig, LlavaConfig, LlavaForConditionalGeneration
 
-    from edgetrim.export.graph import block_groups
-    from edgetrim.export.llm import INPUTS_EMBEDS, LAST_INDEX, LOGITS, LanguageModel, build_llm_stages, load_causal_lm
-    from edgetrim.export.llm import run_stages as run_torch_stages
+    from edgetrim.export.families.decoder import load_causal_lm
+    from edgetrim.export.stages.base import block_groups
+    from edgetrim.export.stages.base import run_stages as run_torch_stages
+    from edgetrim.export.stages.decoder import LanguageModel, build_llm_stages
+    from edgetrim.runtime.contract import INPUTS_EMBEDS, LAST_INDEX, LOGITS
 
     vision = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2)
     vision.update({"image_size": 32, "patch_size": 8})

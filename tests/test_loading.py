@@ -24,9 +24,9 @@ from transformers import (
     SiglipVisionConfig,
 )
 
-from edgetrim.export.loading import load_tower
-from edgetrim.export.pipeline import ExportOptions, export_artifact
-from edgetrim.export.presets import peaked_attention_init
+from edgetrim.export.build import export as export_artifact
+from edgetrim.export.families.vision import load_tower, peaked_attention_init
+from edgetrim.export.options import ExportOptions
 from edgetrim.runtime.vision import VisionEncoder
 
 VISION = dict(
@@ -149,7 +149,7 @@ def test_wheel_contains_every_package(tmp_path):
         "edgetrim/export/reducers/hired.py",
         "edgetrim/runtime/manifest.py",
         "edgetrim/runtime/manifest.schema.json",
-        "edgetrim/calib/budgets.py",
+        "edgetrim/export/reducers/budget.py",
         "edgetrim/cli/main.py",
         "edgetrim/export/targets/coreml.py",
     ):

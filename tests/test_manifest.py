@@ -21,9 +21,11 @@ import numpy as np
 import pytest
 from jsonschema import Draft202012Validator
 from PIL import Image
+from torchless import BLOCK_TORCH
 
+from edgetrim.runtime.contract import MANIFEST, SCHEMA_VERSION
 from edgetrim.runtime.errors import UserError
-from edgetrim.runtime.manifest import MANIFEST, SCHEMA_PATH, SCHEMA_VERSION, open_artifact
+from edgetrim.runtime.manifest import SCHEMA_PATH, open_artifact
 
 TARGET_FIXTURES = ("tiny_onnx", "tiny_executorch", "tiny_coreml")
 CLI = [sys.executable, "-m", "edgetrim.cli.main"]
@@ -262,26 +264,6 @@ def test_altered_artifact_is_refused_before_the_backend_opens(tiny_onnx, tmp_pat
 
 # --------------------------------------------------------------------------- torch-free runtime
 
-BLOCK_TORCH = r"""
-import importlib.abc
-import sys
-
-
-class BlockTorch(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name == "torch" or name.startswith("torch."):
-            raise ModuleNotFoundError(f"import of {name} is blocked in this test", name=name)
-        return None
-
-
-sys.meta_path.insert(0, BlockTorch())
-try:
-    import torch  # noqa: F401
-except ImportError:
-    pass
-else:
-    raise SystemExit("the torch blocker does not work")
-"""
 
 ENCODE = r"""
 from edgetrim.runtime.vision import VisionEncoder

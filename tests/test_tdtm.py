@@ -13,8 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from edgetrim.export import video
-from edgetrim.export.models.stdit3 import (
+from edgetrim.export.families.stdit3 import (
     STDiT3,
     STDiT3Config,
     VideoShape,
@@ -25,6 +24,8 @@ from edgetrim.export.models.stdit3 import (
     save_checkpoint,
 )
 from edgetrim.export.reducers import tdtm
+from edgetrim.export.stages import stdit3 as stages
+from edgetrim.export.targets import onnx as onnx_target
 
 LATENT = (2, 4, 4, 8, 8)  # [B (CFG), C, T, H, W] -> 4x4 tokens per frame
 SHAPE = VideoShape(2, 4, 8, 8)
@@ -91,7 +92,7 @@ def inputs(model):
 
 @pytest.fixture(scope="module")
 def example(model):
-    return video.depth_example(model, SHAPE)
+    return stages.depth_example(model, SHAPE)
 
 
 # ---------------------------------------------------------------------------------- reducer
@@ -149,14 +150,14 @@ def test_model_runs_plain_and_tdtm(model, inputs):
 
 
 def test_stages_chain_to_model(model, inputs):
-    from edgetrim.export.models.stdit3 import EmbedStage, FinalStage
+    from edgetrim.export.stages.stdit3 import EmbedStage, FinalStage
 
     latent, timestep, caption, mask = inputs
     with torch.no_grad():
         hidden, t, t_mlp = EmbedStage(model, SHAPE)(latent, timestep)
         y = model.y_embedder(caption)
         for step in range(model.config.depth):
-            hidden = video.depth_stages(model, step, SHAPE.frames)["tdtm"](hidden, t_mlp, y, mask)
+            hidden = stages.depth_stages(model, step, SHAPE.frames)["tdtm"](hidden, t_mlp, y, mask)
         out = FinalStage(model, SHAPE)(hidden, t)
         assert (out - model(*inputs, merge=True)).abs().max() <= 1e-5
 
@@ -227,7 +228,7 @@ def test_published_checkpoint_loads_by_path(tmp_path, model, inputs):
     (folder / "config.json").write_text(json.dumps(config))
 
     loaded, source = load_stdit3(str(folder))
-    assert source.kind == "checkpoint" and not source.random_weights
+    assert source.kind == "folder" and not source.random_weights
     assert set(loaded.state_dict()) == set(state)
     assert all(torch.equal(loaded.state_dict()[k], v) for k, v in state.items())
     with torch.no_grad():
@@ -247,17 +248,21 @@ def test_published_checkpoint_loads_by_path(tmp_path, model, inputs):
 
 def reference(model, example) -> dict[str, np.ndarray]:
     with torch.no_grad():
-        return {v: s(*example).numpy() for v, s in video.depth_stages(model, 1, SHAPE.frames).items()}
+        return {v: s(*example).numpy() for v, s in stages.depth_stages(model, 1, SHAPE.frames).items()}
 
 
 def test_onnx_two_graphs_share_one_data_file(tmp_path, model, example):
     import onnx
     import onnxruntime as ort
 
-    result = video.export_depth_onnx(model, 1, SHAPE.frames, example, tmp_path, "depth_01")
+    def write(m, step, ex, stem):
+        written = onnx_target.write(stages.depth_stages(m, step, SHAPE.frames), ex, tmp_path, stem)
+        return written, sum(p.stat().st_size for p, _ in written.files)
+
+    result, result_bytes = write(model, 1, example, "depth_01")
     want = reference(model, example)
-    names = video.depth_stages(model, 1, SHAPE.frames)["plain"].input_names
-    for variant in video.VARIANTS:
+    names = stages.depth_stages(model, 1, SHAPE.frames)["plain"].input_names
+    for variant in stages.FUNCTIONS:
         path = tmp_path / result.functions[variant]["file"]
         graph = onnx.load(str(path), load_external_data=False).graph
         locations = {e.value for t in graph.initializer for e in t.external_data if e.key == "location"}
@@ -271,9 +276,9 @@ def test_onnx_two_graphs_share_one_data_file(tmp_path, model, example):
     wide = init_random(
         STDiT3(STDiT3Config(depth=1, hidden_size=128, num_heads=4, caption_channels=32, model_max_length=8))
     )
-    wide_example = video.depth_example(wide, SHAPE)
-    both = video.export_depth_onnx(wide, 0, SHAPE.frames, wide_example, tmp_path, "wide")
-    one_variant = video.single_variant_bytes(tmp_path / "wide.plain.onnx")
-    assert one_variant > video.path_bytes(tmp_path / "wide.onnx.data")  # every weight is referenced by each graph
-    assert both.bytes <= 1.05 * one_variant, (both.bytes, one_variant)
-    assert result.bytes < 1.1 * video.single_variant_bytes(tmp_path / "depth_01.plain.onnx")
+    wide_example = stages.depth_example(wide, SHAPE)
+    _, both = write(wide, 0, wide_example, "wide")
+    one_variant = onnx_target.function_bytes(tmp_path / "wide.plain.onnx")
+    assert one_variant > (tmp_path / "wide.onnx.data").stat().st_size  # every weight is referenced by each graph
+    assert both <= 1.05 * one_variant, (both, one_variant)
+    assert result_bytes < 1.1 * onnx_target.function_bytes(tmp_path / "depth_01.plain.onnx")

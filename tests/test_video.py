@@ -23,11 +23,21 @@ import numpy as np
 import pytest
 import torch
 from jsonschema import Draft202012Validator
+from torchless import BLOCK_TORCH
 
-from edgetrim.export.models.stdit3 import STDiT3, STDiT3Config, build_preset, init_random, load_stdit3, save_checkpoint
-from edgetrim.export.video_artifact import VideoExportOptions, export_video_artifact
+from edgetrim.export.build import export
+from edgetrim.export.families.stdit3 import (
+    STDiT3,
+    STDiT3Config,
+    build_preset,
+    init_random,
+    load_stdit3,
+    save_checkpoint,
+)
+from edgetrim.export.options import ExportOptions
 from edgetrim.runtime.chunks import ChunkLoader
-from edgetrim.runtime.manifest import MANIFEST, SCHEMA_PATH, open_artifact
+from edgetrim.runtime.contract import MANIFEST
+from edgetrim.runtime.manifest import SCHEMA_PATH, open_artifact
 from edgetrim.runtime.sampler import LeapRule, sample, shift_ratio, timesteps
 from edgetrim.runtime.video import DENOISER_INPUTS, VideoDenoiser, random_caption
 
@@ -47,7 +57,7 @@ def tiny() -> STDiT3:
 
 @pytest.fixture(scope="module")
 def onnx_report(root) -> dict:
-    return export_video_artifact(VideoExportOptions(target="onnx", model="stdit3-tiny", out=root / "tiny-onnx"))
+    return export(ExportOptions(target="onnx", model="stdit3-tiny", out=root / "tiny-onnx"))
 
 
 @pytest.fixture(scope="module")
@@ -97,12 +107,14 @@ def check_pipeline_parity(artifact_dir: Path, model: STDiT3, atol: float) -> Non
 def test_onnx_artifact_matches_pytorch_both_functions(onnx_report, root, tiny):
     v = onnx_report["validation"]
     assert v["status"] == "passed" and v["max_abs_error"] <= 1e-4
-    assert [c["case"] for c in v["cases"]] == [
+    assert [c["case"].removesuffix("/reference") for c in v["cases"]] == [
         "caption",
         "embed",
         "depth_00:plain",
-        "depth_00:tdtm",
         "depth_01:plain",
+        "final",
+        "embed",
+        "depth_00:tdtm",
         "depth_01:tdtm",
         "final",
     ]
@@ -137,7 +149,8 @@ def test_manifest_validates_and_lists_both_functions(onnx_report, root, tiny):
 
 def test_two_variant_size(onnx_report, root):
     """Both functions cost <= 1.05x one (tiny preset: ~25 KB graphs next to 0.5 MB of shared weights)."""
-    assert onnx_report["artifact_bytes"] == sum(c["bytes"] for c in onnx_report["chunks"])
+    null = (root / "tiny-onnx" / "null_caption.npy").stat().st_size
+    assert onnx_report["artifact_bytes"] == sum(c["bytes"] for c in onnx_report["chunks"]) + null
     assert onnx_report["two_variant_ratio"] <= 1.05, onnx_report["two_variant_ratio"]
     weights = sum(p.stat().st_size for p in (root / "tiny-onnx").glob("*depth*.onnx.data"))
     tdtm_graphs = sum(p.stat().st_size for p in (root / "tiny-onnx").glob("*depth*.tdtm.onnx"))
@@ -210,9 +223,7 @@ def test_sampler_matches_torch_reference(onnx_report, root, tiny, steps, merge, 
 
 def test_cfg_batch_one_samples_like_batch_two(onnx_report, root):
     """--cfg-batch 1 (CFG halves in two calls) gives the batch-2 artifact's latent, TDTM steps and leap included."""
-    single = export_video_artifact(
-        VideoExportOptions(target="onnx", model="stdit3-tiny", batch=1, out=root / "tiny-onnx-b1")
-    )
+    single = export(ExportOptions(target="onnx", model="stdit3-tiny", cfg_batch=1, out=root / "tiny-onnx-b1"))
     assert single["validation"]["status"] == "passed"
     assert open_artifact(root / "tiny-onnx-b1").manifest["video"]["latent_shape"][0] == 1
     latents = []
@@ -260,9 +271,9 @@ def test_adaptive_lpl_rule(min_steps, leap_step):
 
 
 def test_executorch_artifact_from_checkpoint(root, checkpoint):
-    report = export_video_artifact(VideoExportOptions(target="executorch", model=str(checkpoint), out=root / "et"))
+    report = export(ExportOptions(target="executorch", model=str(checkpoint), out=root / "et"))
     assert report["random_weights"] is False and report["validation"]["status"] == "passed"
-    assert {c["case"] for c in report["validation"]["cases"]} >= {"depth_00:plain", "depth_00:tdtm"}
+    assert {c["case"] for c in report["validation"]["cases"]} >= {"depth_00:plain/reference", "depth_00:tdtm/reference"}
     manifest = json.loads((root / "et" / MANIFEST).read_text())
     depth = next(c for c in manifest["chunks"] if c["name"] == "depth_00")
     assert len(depth["files"]) == 1
@@ -275,17 +286,17 @@ def test_executorch_artifact_from_checkpoint(root, checkpoint):
 
 
 def test_coreml_multifunction_spec(root, checkpoint):
-    from edgetrim.export.video import coreml_functions
+    from edgetrim.export.targets.coreml import spec_summary
 
-    report = export_video_artifact(VideoExportOptions(target="coreml", model=str(checkpoint), out=root / "coreml"))
+    report = export(ExportOptions(target="coreml", model=str(checkpoint), out=root / "coreml"))
     assert report["validation"]["status"] == "spec-only" and "macOS" in report["validation"]["note"]
     manifest = json.loads((root / "coreml" / MANIFEST).read_text())
     depth = next(c for c in manifest["chunks"] if c["name"] == "depth_00")
-    functions = coreml_functions(root / "coreml" / depth["functions"]["tdtm"]["file"])
+    functions = spec_summary(root / "coreml" / depth["functions"]["tdtm"]["file"])["functions"]
     assert set(functions) == {"forward_plain", "forward_tdtm"}
     for spec in functions.values():
-        assert spec["inputs"] == {i["name"]: i["shape"] for i in depth["inputs"]}
-        assert spec["outputs"] == ["hidden_01"]
+        assert {i["name"]: i["shape"] for i in spec["inputs"]} == {i["name"]: i["shape"] for i in depth["inputs"]}
+        assert [o["name"] for o in spec["outputs"]] == ["hidden_01"]
 
 
 # ---------------------------------------------------------------------------------- bad input
@@ -308,7 +319,7 @@ def one_line_error(proc: subprocess.CompletedProcess, *hints: str) -> None:
     ("args", "hints"),
     [
         (["--model", "stdit3-tiny", "--frames", "5"], ["--frames 5", "even"]),
-        (["--model", "stdit3-huge"], ["unknown STDiT3 model", "stdit3-tiny"]),
+        (["--model", "stdit3-huge"], ["unknown preset", "stdit3-tiny"]),
         (["--model", "stdit3-tiny", "--cfg-batch", "3"], ["--cfg-batch 3"]),
     ],
 )
@@ -342,7 +353,7 @@ def test_t5_text_encoder_chunked_feeds_the_sampler(root, onnx_report):
     """A save_pretrained T5 (v1.1 gated-GELU, random) exported per block == transformers; its output drives sampling."""
     from transformers import T5Config, T5EncoderModel
 
-    from edgetrim.export.text_encoder import TextExportOptions, export_text_encoder, offline_tokenizer
+    from edgetrim.export.families.t5 import offline_tokenizer
     from edgetrim.runtime.text import encode_prompt, encode_text
 
     torch.manual_seed(11)
@@ -350,7 +361,7 @@ def test_t5_text_encoder_chunked_feeds_the_sampler(root, onnx_report):
     config.feed_forward_proj, config.dense_act_fn, config.is_gated_act = "gated-gelu", "gelu_new", True
     t5 = T5EncoderModel(config).eval()
     t5.save_pretrained(root / "t5-folder")
-    report = export_text_encoder(TextExportOptions("onnx", str(root / "t5-folder"), length=8, out=root / "t5"))
+    report = export(ExportOptions("onnx", str(root / "t5-folder"), root / "t5", caption_length=8))
     assert report["validation"]["status"] == "passed" and not report["random_weights"]
     assert [c["name"] for c in report["chunks"]] == ["embed", "block_00", "block_01", "block_02", "final"]
     manifest = json.loads((root / "t5" / MANIFEST).read_text())
@@ -375,23 +386,14 @@ def test_t5_text_encoder_chunked_feeds_the_sampler(root, onnx_report):
 
 # ---------------------------------------------------------------------------------- torch-free run, bench
 
-RUN_WITHOUT_TORCH = r"""
-import importlib.abc
-import sys
-
-
-class BlockTorch(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name == "torch" or name.startswith("torch."):
-            raise ModuleNotFoundError(f"import of {name} is blocked in this test", name=name)
-
-
-sys.meta_path.insert(0, BlockTorch())
-from edgetrim.cli.main import main
+RUN_WITHOUT_TORCH = (
+    BLOCK_TORCH
+    + r"""from edgetrim.cli.main import main
 
 code = main(["run", sys.argv[1], "--steps", "4", "--merge-steps", "2", "--leap-at", "2", "--out", sys.argv[2]])
 print("RC", code, "TORCH", any(m == "torch" or m.startswith("torch.") for m in sys.modules))
 """
+)
 
 
 def test_run_is_torch_free_and_writes_outputs(tmp_path, onnx_report, root):

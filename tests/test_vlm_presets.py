@@ -13,11 +13,13 @@ import numpy as np
 import pytest
 import torch
 
-from edgetrim.export.graph import ReducedVisionEncoder
-from edgetrim.export.llm_presets import SEED_LLM, VLM_PRESETS, random_causal_lm
-from edgetrim.export.pipeline import ExportOptions, build_plan
-from edgetrim.export.presets import build_preset
-from edgetrim.export.vlm import VlmOptions, export_vlm
+from edgetrim.export import build
+from edgetrim.export.families import decoder
+from edgetrim.export.families.vision import build_preset
+from edgetrim.export.kinds.vision import reduction_plan
+from edgetrim.export.options import ExportOptions
+from edgetrim.export.presets import VLM_PRESETS
+from edgetrim.export.stages.vision import ReducedVisionEncoder
 from edgetrim.runtime.preprocess import load_image
 from edgetrim.runtime.vlm import VlmPipeline, prompt_ids
 
@@ -31,8 +33,8 @@ ATOL = 1e-4
 def artifact(tmp_path_factory):
     """tiny-vlm as one ExecuTorch artifact (the ONNX side of the same code runs in test_vlm.py)."""
     out = tmp_path_factory.mktemp("tiny-vlm") / "executorch"
-    report = export_vlm(VlmOptions(ExportOptions("executorch", model=PRESET, out=out)))
-    assert report["llm_validation"]["passed"] and report["tokens"] == 64
+    report = build.export(ExportOptions("executorch", model=PRESET, out=out))
+    assert report["validation"]["status"] == "passed" and report["tokens"] == 64
     return out
 
 
@@ -41,8 +43,8 @@ def reference():
     """(reduced vision module, causal LM) of the preset, rebuilt from the same seeds."""
     preset = VLM_PRESETS[PRESET]
     tower = build_preset(PRESET, preset.vision)
-    module = ReducedVisionEncoder(tower, build_plan(tower, ExportOptions("onnx"), (2, 2), 0.2)).eval()
-    return module, random_causal_lm(preset.text_config(), seed=SEED_LLM, std=preset.weight_std)
+    module = ReducedVisionEncoder(tower, reduction_plan(tower, ExportOptions("onnx"), "vlm")).eval()
+    return module, decoder.build_preset(preset.language_model)
 
 
 def test_preset_pipeline_matches_transformers(artifact, reference, sample_png):
@@ -74,7 +76,7 @@ def test_preset_tokenizer_inside_vocab_and_shapes(artifact):
     assert pipeline.tokenizer.get_vocab_size() <= pipeline.llm["vocab_size"]
     pipeline.close()
     big = VLM_PRESETS["llava-next-small"]
-    cfg = big.text_config()
+    cfg = decoder.PRESETS[big.language_model].config()
     shape = (cfg.hidden_size, cfg.num_hidden_layers, cfg.num_attention_heads, cfg.num_key_value_heads)
     assert shape == (896, 24, 14, 2) and (cfg.intermediate_size, cfg.vocab_size) == (4864, 151936)
     assert (big.vision.image_size, big.vision.patch_size, big.vision.projector_hidden) == (224, 16, 896)

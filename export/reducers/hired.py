@@ -54,7 +54,7 @@ def cell_budgets(counts: torch.Tensor, sub_total: int, cap: int) -> torch.Tensor
 
     Proportional shares, cells that reach ``cap`` are capped and the rest re-shared (C rounds,
     unrolled), then floor + largest remainder (ties to the lower index). Equal weights if every
-    free cell has count 0. Same rule as ``edgetrim.calib.budgets.sub_budgets_reference``.
+    free cell has count 0. Same rule as ``edgetrim.export.reducers.budget.sub_budgets_reference``.
     """
     c = counts.shape[-1]
     capped = torch.zeros_like(counts, dtype=torch.bool)
@@ -86,7 +86,7 @@ def cell_budgets(counts: torch.Tensor, sub_total: int, cap: int) -> torch.Tensor
 def partition_budgets(early_full: torch.Tensor, regions: torch.Tensor, budget) -> torch.Tensor:
     """[B, N] early-layer scores of the full view -> [B, P] int64 budgets summing to K.
 
-    ``budget`` is an ``edgetrim.calib.budgets.HiredBudget``. The full view's top M tokens are
+    ``budget`` is an ``edgetrim.export.reducers.budget.HiredBudget``. The full view's top M tokens are
     marked and counted per cell region; the cells share the rest of K by those counts.
     """
     b = early_full.shape[0]

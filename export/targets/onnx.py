@@ -1,117 +1,166 @@
-"""ONNX target: torch.onnx dynamo exporter, opset 18, weights in external data when large or chunked.
+"""ONNX target: each function of a chunk is one graph; all graphs of a chunk share one external-data file.
 
-``optimize_for_runtime`` runs ONNX Runtime's graph optimizations once at export time and saves the
-result, so a runtime that loads chunks on demand opens sessions with optimizations disabled.
-``quantize_int8_dynamic`` turns the weight MatMuls of a graph into ONNX Runtime's dynamic int8 ones
-(int8 weights per output channel, activations quantized per run).
+Per function: torch.onnx dynamo export (opset 18) -> optionally ONNX Runtime's dynamic int8 weight
+MatMuls -> ONNX Runtime's extended (portable) graph optimizations applied once and saved, so a
+runtime that loads chunks on demand opens sessions with optimizations disabled. Then every graph is
+written with its weights (>= 64 bytes) in ``<stem>.onnx.data``, 64-byte aligned, a tensor present in
+several graphs (same dtype, shape, bytes) stored once whatever name each exporter run gave it.
+Files: ``<stem>.onnx`` (one function) or ``<stem>.<function>.onnx`` (several), and ``<stem>.onnx.data``.
 """
 
 from __future__ import annotations
 
+import hashlib
+import tempfile
 import warnings
 from pathlib import Path
 
 import torch
 
+from edgetrim.export.targets.base import ChunkFiles, Functions
+from edgetrim.runtime import contract
+
 OPSET = 18
-EXTERNAL_DATA_BYTES = 1 << 30  # protobuf's 2 GB cap: move weights out well before it
-OPTIMIZATION = "extended"  # portable fusions; 'all' adds layout changes tied to the exporting CPU
+INLINE_BYTES = 64  # initializers below this stay inside each graph (duplicated, negligible)
+ALIGN = 64
+WEIGHT_TYPES = (1, 2, 3, 10, 11, 16)  # onnx.TensorProto FLOAT, UINT8, INT8, FLOAT16, DOUBLE, BFLOAT16
 
 
-def parameter_bytes(module: torch.nn.Module) -> int:
-    return sum(t.numel() * t.element_size() for t in module.state_dict().values())
+def export_graph(stage: torch.nn.Module, example: tuple[torch.Tensor, ...], path: Path) -> Path:
+    """torch.onnx dynamo export at the static shapes of ``example``, weights external, stack traces dropped."""
+    import onnx
 
-
-def export_onnx(
-    module: torch.nn.Module,
-    example: tuple[torch.Tensor, ...],
-    path: Path,
-    input_names: list[str],
-    output_names: list[str],
-    external_data: bool | None = None,
-) -> list[Path]:
-    """Export at the static shapes of ``example``; returns the files written (model, external data)."""
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
-            module,
+            stage,
             example,
             dynamo=True,
             opset_version=OPSET,
-            input_names=input_names,
-            output_names=output_names,
+            input_names=stage.input_names,
+            output_names=stage.output_names,
             optimize=True,
             verbose=False,
         )
-    if external_data is None:
-        external_data = parameter_bytes(module) >= EXTERNAL_DATA_BYTES
-    program.save(str(path), external_data=external_data)
-    return onnx_files(path)
+    program.save(str(path), external_data=True)
+    model = onnx.load(str(path), load_external_data=False)
+    for node in model.graph.node:  # the exporter's per-node stack traces: most of a small graph's bytes
+        del node.metadata_props[:]
+    onnx.save(model, str(path))
+    return path
 
 
-def onnx_files(path: Path) -> list[Path]:
-    data = path.with_name(path.name + ".data")
-    return [path, data] if data.exists() else [path]
-
-
-def optimize_for_runtime(path: Path) -> list[Path]:
-    """Replace ``path`` (and its .data) by ONNX Runtime's optimized graph, weights kept external."""
-    import onnxruntime as ort
-
-    tmp = path.with_name(f"opt-{path.name}")
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-    options.optimized_model_filepath = str(tmp)
-    options.add_session_config_entry("session.optimized_model_external_initializers_file_name", path.name + ".data")
-    options.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes", "1024")
-    old_data = path.with_name(path.name + ".data")
-    if old_data.exists():
-        old_data.rename(path.with_name(f"src-{path.name}.data"))
-        _retarget_external_data(path, f"src-{path.name}.data")
-    ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    path.unlink()
-    src = path.with_name(f"src-{path.name}.data")
-    if src.exists():
-        src.unlink()
-    tmp.rename(path)
-    return onnx_files(path)
-
-
-def quantize_int8_dynamic(path: Path) -> list[Path]:
-    """Replace ``path`` (and its .data) by its dynamic-int8 version, optimized again for the runtime.
-
-    Only MatMuls with a constant weight are quantized (attention's activation products stay float).
-    """
+def quantize_int8_dynamic(src: Path, dst: Path) -> Path:
+    """Weight MatMuls -> ONNX Runtime's dynamic int8 ones (int8 weights per output channel, activations
+    quantized per run); attention's activation products stay float."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    tmp = path.with_name(f"int8-{path.name}")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         quantize_dynamic(
-            path,
-            tmp,
+            src,
+            dst,
             weight_type=QuantType.QInt8,
             op_types_to_quantize=["MatMul"],
             per_channel=True,
+            reduce_range=True,  # 7-bit weights: no u8s8 saturation on CPUs without VNNI (AVX2)
             extra_options={"MatMulConstBOnly": True},
             use_external_data_format=True,
         )
-    for old in onnx_files(path):
-        old.unlink()
-    tmp.rename(path)
-    tmp.with_name(tmp.name + ".data").rename(path.with_name(path.name + ".data"))
-    _retarget_external_data(path, path.name + ".data")
-    return optimize_for_runtime(path)
+    return dst
 
 
-def _retarget_external_data(path: Path, data_name: str) -> None:
-    """Point every external initializer of ``path`` at ``data_name`` (same folder)."""
+def optimize_graph(src: Path, dst: Path) -> Path:
+    """ONNX Runtime's extended optimizations, saved with the initializers in ``dst``.data."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    options.optimized_model_filepath = str(dst)
+    options.add_session_config_entry("session.optimized_model_external_initializers_file_name", dst.name + ".data")
+    options.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes", "1024")
+    ort.InferenceSession(str(src), options, providers=["CPUExecutionProvider"])
+    return dst
+
+
+def tensor_bytes(tensor, folder: Path) -> bytes:
+    """The raw bytes of an initializer, read from its external file when it has one."""
+    from onnx import numpy_helper
+
+    entry = {e.key: e.value for e in tensor.external_data}
+    if not entry:
+        return numpy_helper.to_array(tensor).tobytes()
+    with (folder / entry["location"]).open("rb") as fh:
+        fh.seek(int(entry.get("offset", 0)))
+        return fh.read(int(entry["length"])) if "length" in entry else fh.read()
+
+
+def write_shared(graphs: dict[str, Path], folder: Path, stem: str) -> tuple[dict[str, Path], Path]:
+    """Write each graph as ``folder/<stem>[.<function>].onnx`` with its weights in one ``<stem>.onnx.data``."""
     import onnx
 
-    model = onnx.load(str(path), load_external_data=False)
+    data_path = folder / f"{stem}.onnx.data"
+    offsets: dict[tuple, tuple[int, int]] = {}
+    paths: dict[str, Path] = {}
+    with data_path.open("wb") as data:
+        for function, source in graphs.items():
+            model = onnx.load(str(source), load_external_data=False)
+            del model.graph.value_info[:]  # intermediate shapes: ONNX Runtime infers them again
+            for tensor in model.graph.initializer:
+                raw = tensor_bytes(tensor, source.parent)
+                if tensor.data_type not in WEIGHT_TYPES or len(raw) < INLINE_BYTES:
+                    if tensor.external_data:  # shapes and indices: shape inference needs them inline
+                        del tensor.external_data[:]
+                        tensor.data_location = onnx.TensorProto.DEFAULT
+                        tensor.raw_data = raw
+                    continue
+                key = (tensor.data_type, tuple(tensor.dims), hashlib.sha256(raw).hexdigest())
+                if key not in offsets:
+                    data.write(b"\0" * (-data.tell() % ALIGN))
+                    offsets[key] = (data.tell(), len(raw))
+                    data.write(raw)
+                offset, length = offsets[key]
+                for name in ("raw_data", "float_data", "int32_data", "int64_data", "double_data", "uint64_data"):
+                    tensor.ClearField(name)
+                del tensor.external_data[:]
+                for k, v in (("location", data_path.name), ("offset", str(offset)), ("length", str(length))):
+                    tensor.external_data.add(key=k, value=v)
+                tensor.data_location = onnx.TensorProto.EXTERNAL
+            paths[function] = folder / (f"{stem}.onnx" if len(graphs) == 1 else f"{stem}.{function}.onnx")
+            onnx.save(model, str(paths[function]))
+    return paths, data_path
+
+
+def write(
+    functions: Functions, example: tuple, folder: Path, stem: str, fp16: bool = False, quantize: str | None = None
+) -> ChunkFiles:
+    """One chunk: every function as a graph, weights shared. ``quantize``: None or ``int8-dynamic``."""
+    del fp16  # ONNX artifacts are fp32
+    graphs = {}
+    with tempfile.TemporaryDirectory(prefix=".onnx-", dir=folder) as tmp:
+        for function, stage in functions.items():
+            path = export_graph(stage, example, Path(tmp) / f"{function}.onnx")
+            path = optimize_graph(path, Path(tmp) / f"{function}.opt.onnx")
+            if quantize == contract.INT8_DYNAMIC:  # on the fused graph, then fused again around the int8 ops
+                path = quantize_int8_dynamic(path, Path(tmp) / f"{function}.int8.onnx")
+                path = optimize_graph(path, Path(tmp) / f"{function}.int8.opt.onnx")
+            graphs[function] = path
+        paths, data_path = write_shared(graphs, folder, stem)
+    names = list(paths)
+    files = [(paths[f], contract.program_role(f, i == 0)) for i, f in enumerate(names)]
+    extra = {"optimized": contract.ORT_EXTENDED, **({"quantization": quantize} if quantize else {})}
+    return ChunkFiles(files + [(data_path, contract.EXTERNAL_DATA)], {f: {"file": paths[f].name} for f in names}, extra)
+
+
+def function_bytes(graph: Path) -> int:
+    """Bytes one graph would take on its own: its .onnx plus the distinct external tensors it references."""
+    import onnx
+
+    model = onnx.load(str(graph), load_external_data=False)
+    spans = set()
     for tensor in model.graph.initializer:
-        for entry in tensor.external_data:
-            if entry.key == "location":
-                entry.value = data_name
-    onnx.save(model, str(path))
+        entry = {e.key: e.value for e in tensor.external_data}
+        if entry:
+            spans.add((entry["location"], int(entry["offset"]), int(entry["length"])))
+    return graph.stat().st_size + sum(length for _, _, length in spans)

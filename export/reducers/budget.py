@@ -10,7 +10,7 @@ Every partition holds ``N`` patch tokens. The rule, for a total budget ``K``:
   capped at ``N`` and largest-remainder rounding so the shares sum exactly (see
   ``sub_budgets_reference``).
 
-This module holds no torch: the runtime and the tests use it as well as the exporter.
+This module holds no torch: plain integer arithmetic, the same rule the graph computes.
 """
 
 from __future__ import annotations
@@ -48,15 +48,15 @@ def parse_budget(text: str | float | int) -> float | int:
         value: float | int = int(raw) if raw.lstrip("+-").isdigit() else float(raw)
     except ValueError:
         raise UserError(
-            f"--budget {raw!r} is not a number: pass a fraction like 0.2 or a token count like 230"
+            f"`budget` {raw!r} is not a number: pass a fraction like 0.2 or a token count like 230"
         ) from None
     if isinstance(value, int):
         if value <= 0:
-            raise UserError(f"--budget {value} must be positive: pass a fraction in (0, 1] or a token count >= 1")
+            raise UserError(f"`budget` {value} must be positive: pass a fraction in (0, 1] or a token count >= 1")
         return value
     if not 0.0 < value <= 1.0:
         raise UserError(
-            f"--budget {value} is outside (0, 1]: pass a fraction like 0.2, or an integer token count like 230"
+            f"`budget` {value} is outside (0, 1]: pass a fraction like 0.2, or an integer token count like 230"
         )
     return value
 
@@ -64,15 +64,15 @@ def parse_budget(text: str | float | int) -> float | int:
 def resolve_budget(budget: float | int, partitions: int, tokens_per_partition: int, alpha: float) -> HiredBudget:
     """Turn a fraction (int(P*N*r), as HiRED does) or an absolute K into the static HiRED numbers."""
     if not 0.0 <= alpha <= 1.0:
-        raise UserError(f"--alpha {alpha} is outside [0, 1]: the paper's default is 0.5")
+        raise UserError(f"`alpha` {alpha} is outside [0, 1]: the paper's default is 0.5")
     n, p = tokens_per_partition, partitions
     available = p * n
     k = int(available * budget) if isinstance(budget, float) else int(budget)
     if k <= 0:
-        raise UserError(f"--budget {budget} keeps no token out of {available}: raise it")
+        raise UserError(f"`budget` {budget} keeps no token out of {available}: raise it")
     if k > available:
         raise UserError(
-            f"--budget {budget} asks for K={k} tokens but the image has only {available} "
+            f"`budget` {budget} asks for K={k} tokens but the image has only {available} "
             f"({p} partitions x {n}): pass at most {available}"
         )
     cells = p - 1

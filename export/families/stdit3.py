@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgetrim.export.graph import Stage
+from edgetrim.export.families.checkpoint import Source
 from edgetrim.export.reducers import tdtm
 from edgetrim.runtime.errors import UserError
 
@@ -97,13 +97,6 @@ PRESETS: dict[str, Preset] = {
         "test-sized STDiT3 (depth 2, hidden 64, 4 heads)",
     ),
 }
-
-
-@dataclass(frozen=True)
-class STDiT3Source:
-    kind: str  # preset | checkpoint
-    name: str
-    random_weights: bool
 
 
 # ---------------------------------------------------------------------------------------------- layers
@@ -451,72 +444,6 @@ class STDiT3(nn.Module):
         return self.unpatchify(self.final_layer(hidden, t), shape)
 
 
-# ---------------------------------------------------------------------------------------------- stages
-
-
-def hidden_name(step: int) -> str:
-    return f"hidden_{step:02d}"
-
-
-class CaptionStage(Stage):
-    """caption_embeds [B, L, C_cap] -> caption [B, L, C] (once per prompt, not per denoising step)."""
-
-    def __init__(self, model: STDiT3) -> None:
-        super().__init__()
-        self.y_embedder = model.y_embedder
-        self.input_names, self.output_names = ["caption_embeds"], ["caption"]
-
-    def forward(self, caption_embeds: torch.Tensor) -> torch.Tensor:
-        return self.y_embedder(caption_embeds)
-
-
-class EmbedStage(Stage):
-    """latent [B, C_in, T, H, W], timestep [B] -> hidden_00 [B, T*S, C], t [B, C], t_mlp [B, 6C]."""
-
-    def __init__(self, model: STDiT3, shape: VideoShape) -> None:
-        super().__init__()
-        self.model, self.fps = model, shape.fps
-        self.register_buffer("pos", model.pos_embed(shape), persistent=False)
-        self.input_names, self.output_names = ["latent", "timestep"], [hidden_name(0), "t", "t_mlp"]
-
-    def forward(self, latent: torch.Tensor, timestep: torch.Tensor):
-        t, t_mlp = self.model.embed_time(timestep, self.fps)
-        return self.model.embed_video(latent, self.pos), t, t_mlp
-
-
-class DepthStage(Stage):
-    """One depth step (spatial + temporal block ``step``), plain or TDTM (``merge``, static).
-
-    hidden_i [B, T*S, C], t_mlp [B, 6C], caption [B, L, C], caption_mask [B, L] -> hidden_{i+1}.
-    """
-
-    def __init__(self, model: STDiT3, step: int, frames: int, merge: bool) -> None:
-        super().__init__()
-        if merge:
-            tdtm.check_frames(frames)
-        self.step, self.frames, self.merge = step, frames, merge
-        self.spatial, self.temporal, self.rope = model.spatial_blocks[step], model.temporal_blocks[step], model.rope
-        self.input_names = [hidden_name(step), "t_mlp", "caption", "caption_mask"]
-        self.output_names = [hidden_name(step + 1)]
-
-    def forward(self, hidden: torch.Tensor, t_mlp: torch.Tensor, caption: torch.Tensor, caption_mask: torch.Tensor):
-        bias = caption_bias(caption_mask)
-        hidden = self.spatial(hidden, caption, t_mlp, bias, self.frames, self.merge)
-        return self.temporal(hidden, caption, t_mlp, bias, self.frames, self.merge, self.rope)
-
-
-class FinalStage(Stage):
-    """hidden_D [B, T*S, C], t [B, C] -> velocity [B, C_out, T, H, W] (C_out = 2*C_in with pred_sigma)."""
-
-    def __init__(self, model: STDiT3, shape: VideoShape) -> None:
-        super().__init__()
-        self.model, self.shape = model, shape
-        self.input_names, self.output_names = [hidden_name(model.config.depth), "t"], ["velocity"]
-
-    def forward(self, hidden: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return self.model.unpatchify(self.model.final_layer(hidden, t), self.shape)
-
-
 # ---------------------------------------------------------------------------------------------- loading
 
 
@@ -584,11 +511,13 @@ def load_checkpoint(folder: Path) -> STDiT3:
     return model.eval()
 
 
-def load_stdit3(spec: str) -> tuple[STDiT3, STDiT3Source]:
+def load_stdit3(spec: str) -> tuple[STDiT3, Source]:
     """A preset name (seeded random weights) or a local checkpoint folder -> (model, source)."""
     if spec in PRESETS:
-        return build_preset(spec), STDiT3Source("preset", spec, True)
+        model = build_preset(spec)
+        return model, Source("preset", spec, "STDiT3", True, model.config.to_dict())
     path = Path(spec).expanduser()
     if path.is_dir():
-        return load_checkpoint(path), STDiT3Source("checkpoint", str(path.resolve()), False)
+        model = load_checkpoint(path)
+        return model, Source("folder", str(path.resolve()), "STDiT3", False, model.config.to_dict())
     raise UserError(f"unknown STDiT3 model {spec!r}: choose one of {', '.join(PRESETS)} or a checkpoint folder")

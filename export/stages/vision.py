@@ -19,17 +19,17 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from edgetrim.calib.budgets import HiredBudget
-from edgetrim.export.adapters import VisionTower
+from edgetrim.export.families.vision import VisionTower
 from edgetrim.export.reducers import hired
+from edgetrim.export.reducers.budget import HiredBudget
+from edgetrim.export.stages.base import Stage
+from edgetrim.runtime import contract
+from edgetrim.runtime.contract import EARLY_SCORES as EARLY
+from edgetrim.runtime.contract import SELECT_SCORES as SELECT
+from edgetrim.runtime.contract import hidden_name
 
-INPUT_NAMES = ["pixel_values"]
-OUTPUT_NAMES = ["tokens", "positions", "partition_budgets"]
-EARLY, SELECT = "early_scores", "select_scores"
-
-
-def hidden_name(layer: int) -> str:
-    return f"hidden_{layer:02d}"
+INPUT_NAMES = [contract.PIXEL_VALUES]
+OUTPUT_NAMES = [contract.TOKENS, contract.POSITIONS, contract.PARTITION_BUDGETS]
 
 
 @dataclass(frozen=True)
@@ -44,13 +44,6 @@ class ReductionPlan:
     @property
     def partitions(self) -> int:
         return self.budget.partitions
-
-
-class Stage(nn.Module):
-    """A chunk's module: named tensor inputs -> named tensor outputs (positional in forward)."""
-
-    input_names: list[str]
-    output_names: list[str]
 
 
 class EmbedStage(Stage):
@@ -128,13 +121,6 @@ class HeadStage(Stage):
         return tokens, positions, budgets
 
 
-def block_groups(num_layers: int, groups: int) -> list[tuple[int, int]]:
-    """Split layers [0, L) into ``groups`` contiguous runs as even as possible."""
-    groups = max(1, min(groups, num_layers))
-    bounds = [round(i * num_layers / groups) for i in range(groups + 1)]
-    return list(zip(bounds[:-1], bounds[1:], strict=True))
-
-
 def build_stages(tower: VisionTower, plan: ReductionPlan, groups: list[tuple[int, int]]) -> list[Stage]:
     return [EmbedStage(tower), *(BlockStage(tower, plan, a, b) for a, b in groups), HeadStage(tower, plan)]
 
@@ -152,6 +138,5 @@ class ReducedVisionEncoder(Stage):
         env = {INPUT_NAMES[0]: pixel_values}
         for stage in self.stages:
             out = stage(*(env[name] for name in stage.input_names))
-            out = out if isinstance(out, tuple) else (out,)
-            env.update(zip(stage.output_names, out, strict=True))
+            env.update(zip(stage.output_names, out if isinstance(out, tuple) else (out,), strict=True))
         return tuple(env[name] for name in OUTPUT_NAMES)

@@ -15,52 +15,37 @@ Decode   ``inputs_embeds`` [1, 1, D], ``position`` int64 [1], ``past_key_XX`` / 
          [1, KV, L, hd] -> ``present_*`` (the new row blended in at ``position`` with a one-hot mask),
          attention over the slots ``arange(L) <= position``; head -> ``logits`` [1, V].
 
-The token-embedding table is saved as ``embed_tokens.npy`` [V, D] (a top-level ``embedding``
-file of the manifest) so the runtime embeds text without torch.
+The token-embedding table goes beside the chunks as a top-level ``embedding`` file [V, D], so the
+runtime embeds text without torch.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import warnings
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from edgetrim.export.artifact import file_entry, staging, write_json
-from edgetrim.export.graph import Stage, block_groups, hidden_name
-from edgetrim.export.loading import LLAVA_TYPES, load_state, read_config, read_tensors
-from edgetrim.export.pipeline import SUFFIX, VERSION, ChunkExport, io_spec, write_chunk
-from edgetrim.runtime.errors import UserError
-from edgetrim.runtime.manifest import MANIFEST, SCHEMA_VERSION
-
-INPUTS_EMBEDS, POSITION, LAST_INDEX, LOGITS = "inputs_embeds", "position", "last_index", "logits"
-EMBEDDING_FILE = "embed_tokens.npy"
-EMBEDDING_FP16_BYTES = 256 << 20
-# checkpoint tensor prefix -> name inside *ForCausalLM (first match wins)
-LLAVA_PREFIXES = (
-    ("model.language_model.", "model."),  # transformers >= 4.52 layout
-    ("language_model.model.", "model."),  # older LLaVA layout
-    ("language_model.lm_head.", "lm_head."),
-    ("lm_head.", "lm_head."),
+from edgetrim.export.families.decoder import split_causal_lm
+from edgetrim.export.stages.base import Stage, block_groups, run_stages
+from edgetrim.runtime.contract import (
+    INPUTS_EMBEDS,
+    LAST_INDEX,
+    LOGITS,
+    POSITION,
+    hidden_name,
+    past_names,
+    present_names,
 )
-CAUSAL_LM_PREFIXES = (("model.", "model."), ("lm_head.", "lm_head."))
+from edgetrim.runtime.errors import UserError
+
+EMBEDDING_FP16_BYTES = 256 << 20
 
 
 def layer_input(layer: int) -> str:
     """Name of the hidden state entering ``layer`` (the embeddings for layer 0)."""
     return INPUTS_EMBEDS if layer == 0 else hidden_name(layer)
-
-
-def past_names(layer: int) -> list[str]:
-    return [f"past_key_{layer:02d}", f"past_value_{layer:02d}"]
-
-
-def present_names(layer: int) -> list[str]:
-    return [f"present_key_{layer:02d}", f"present_value_{layer:02d}"]
 
 
 @dataclass(frozen=True)
@@ -87,46 +72,6 @@ class LlmDims:
         }
 
 
-def split_causal_lm(model: nn.Module) -> tuple[nn.Module, nn.Module]:
-    """(decoder with embed_tokens/layers/norm/rotary_emb, lm_head) of a *ForCausalLM or a Llava* model."""
-    inner = getattr(model, "model", None)
-    decoder = getattr(inner, "language_model", inner)
-    lm_head = getattr(model, "lm_head", None)
-    if (
-        decoder is None
-        or lm_head is None
-        or not all(hasattr(decoder, a) for a in ("embed_tokens", "layers", "norm", "rotary_emb"))
-    ):
-        raise UserError(
-            f"{type(model).__name__} is not a Llama / Mistral / Qwen2 causal LM or a LLaVA model holding one: "
-            "pass such a checkpoint"
-        )
-    return decoder, lm_head
-
-
-def load_causal_lm(folder: Path) -> nn.Module:
-    """The ``*ForCausalLM`` of a folder saved with save_pretrained: a causal LM, or a LLaVA model's language model
-    (only its tensors are read; the vision tower and projector are skipped)."""
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    llava = read_config(folder).get("model_type") in LLAVA_TYPES
-    config = AutoConfig.from_pretrained(folder)
-    text_config = config.text_config if llava else config
-    prefixes = LLAVA_PREFIXES if llava else CAUSAL_LM_PREFIXES
-
-    def keep(name: str) -> str | None:
-        return next((new + name[len(old) :] for old, new in prefixes if name.startswith(old)), None)
-
-    state = read_tensors(folder, keep)
-    # a stored lm_head is its own matrix (LLaVA wrappers untie it even when text_config says tied)
-    text_config.tie_word_embeddings = "lm_head.weight" not in state
-    model = AutoModelForCausalLM.from_config(text_config)
-    if "lm_head.weight" not in state and "model.embed_tokens.weight" in state:  # tied embeddings
-        state["lm_head.weight"] = state["model.embed_tokens.weight"]
-    load_state(model, state, "language model", folder)
-    return model.eval()
-
-
 class LanguageModel(nn.Module):
     """The parts every stage reads: decoder layers, final norm, lm_head, RoPE tables [L, hd]."""
 
@@ -140,7 +85,7 @@ class LanguageModel(nn.Module):
         if getattr(decoder.rotary_emb, "rope_type", "default") in ("dynamic", "longrope"):
             raise UserError("RoPE that rescales with the sequence length (dynamic, longrope) is not supported")
         if not 0 < prefill_len <= max_len:
-            raise UserError(f"prefill length {prefill_len} must be in 1..{max_len} (the cache length)")
+            raise UserError(f"`prefill_length` {prefill_len} must be in 1..{max_len} (`max_length`, the cache length)")
         self.embed_tokens, self.layers, self.norm = decoder.embed_tokens, decoder.layers, decoder.norm
         attn = self.layers[0].self_attn
         self.dims = LlmDims(
@@ -287,16 +232,6 @@ def build_llm_stages(lm: LanguageModel, groups: list[tuple[int, int]], prefill: 
     return [*(stage(lm, a, b) for a, b in groups), HeadStage(lm, prefill)]
 
 
-def run_stages(stages: list[Stage], feeds: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Chain stages by name (the PyTorch reference of a chunked run); returns every named tensor."""
-    env = dict(feeds)
-    with torch.no_grad():
-        for stage in stages:
-            out = stage(*(env[n] for n in stage.input_names))
-            env.update(zip(stage.output_names, out if isinstance(out, tuple) else (out,), strict=True))
-    return env
-
-
 def example_feeds(lm: LanguageModel, seed: int = 0) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """Realistic example inputs: (prefill feeds, decode feeds from the prefill's caches at position P)."""
     d = lm.dims
@@ -309,113 +244,7 @@ def example_feeds(lm: LanguageModel, seed: int = 0) -> tuple[dict[str, torch.Ten
     return prefill, decode
 
 
-def llm_chunk_exports(lm: LanguageModel, groups: list[tuple[int, int]]) -> dict[str, list[ChunkExport]]:
-    """{'prefill': [...], 'decode': [...]}: one ChunkExport per stage with example inputs from a reference run."""
-    prefill_feeds, decode_feeds = example_feeds(lm)
-    out: dict[str, list[ChunkExport]] = {}
-    for kind, feeds in (("prefill", prefill_feeds), ("decode", decode_feeds)):
-        env, chunks = dict(feeds), []
-        for stage in build_llm_stages(lm, groups, prefill=kind == "prefill"):
-            example = tuple(env[n].contiguous() for n in stage.input_names)
-            name = f"{kind}_head" if isinstance(stage, HeadStage) else f"{kind}_{stage.start:02d}-{stage.stop - 1:02d}"
-            chunks.append(ChunkExport(name, stage.eval(), example))
-            env.update(run_stages([stage], dict(zip(stage.input_names, example, strict=True))))
-        out[kind] = chunks
-    return out
-
-
 def embedding_dtype_for(dims: LlmDims) -> str:
     """float16 on disk when the [V, D] table is over 256 MB in float32 (Qwen2-0.5B: 151936 x 896 = 545 MB),
     float32 otherwise. The lm_head stays float32 inside the head chunks; the runtime widens looked-up rows."""
     return "float16" if dims.vocab * dims.hidden * 4 > EMBEDDING_FP16_BYTES else "float32"
-
-
-def write_llm(
-    lm: LanguageModel,
-    root: Path,
-    target: str,
-    groups: int,
-    fp16: bool = False,
-    graphs: tuple[str, ...] = ("prefill", "decode"),
-    first_index: int = 0,
-    step=lambda name: None,
-) -> tuple[list[dict], dict[str, list[str]], list[dict], dict]:
-    """Export the prefill / decode chunks and the embedding table into ``root``.
-
-    Returns (chunk entries, pipelines {graph: chunk names}, top-level file entries, ``llm`` section).
-    ``groups``: layer groups per graph (each graph has ``groups`` layer chunks + a head chunk).
-    """
-    layout = block_groups(lm.dims.layers, groups)
-    embedding_dtype = embedding_dtype_for(lm.dims)
-    table = root / EMBEDDING_FILE
-    np.save(table, lm.embedding_table().astype(embedding_dtype))
-    section: dict = {
-        "architecture": lm.architecture,
-        "model_type": lm.model_type,
-        **lm.dims.to_dict(),
-        "embedding_dtype": embedding_dtype,
-        "cache": "per layer [1, num_kv_heads, max_length, head_dim]; decode reads past_*_XX, writes present_*_XX",
-    }
-    entries, pipelines, index = [], {}, first_index
-    exports = llm_chunk_exports(lm, layout)
-    total = sum(len(exports[g]) for g in graphs)
-    for kind in graphs:
-        pipelines[kind] = []
-        for chunk in exports[kind]:
-            step(f"export {target} language-model chunk {index - first_index + 1}/{total}: {chunk.name}")
-            path = root / f"{index:02d}-{chunk.name}{SUFFIX[target]}"
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                files = write_chunk(target, chunk, path, fp16, chunked=True)
-            inputs, outputs = io_spec(chunk, target)
-            entry = {"name": chunk.name, "files": [file_entry(root, f, role) for f, role in files]}
-            entry.update(inputs=inputs, outputs=outputs)
-            if target == "onnx":
-                entry["optimized"] = "ort-extended"
-            entries.append(entry)
-            pipelines[kind].append(chunk.name)
-            index += 1
-    return entries, pipelines, [file_entry(root, table, "embedding")], section
-
-
-def export_llm(
-    model: nn.Module,
-    out: Path,
-    target: str,
-    max_len: int,
-    prefill_len: int,
-    groups: int = 1,
-    fp16: bool = False,
-    graphs: tuple[str, ...] = ("prefill", "decode"),
-) -> dict:
-    """A language-model-only artifact (``kind: language-model``) of a model built in code (seeded random
-    weights: tests, tiny presets) in ``out``: chunks, embedding table, manifest.
-
-    Returns the manifest. The VLM export (``edgetrim.export.vlm``) writes the same chunks beside vision ones.
-    """
-    lm = LanguageModel(model.eval(), max_len, prefill_len).eval()
-    with staging(Path(out)) as tmp:
-        chunks, pipelines, files, section = write_llm(lm, tmp, target, groups, fp16, graphs)
-        manifest = {
-            "schema_version": SCHEMA_VERSION,
-            "edgetrim_version": VERSION,
-            "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            "kind": "language-model",
-            "target": target,
-            "precision": "fp16" if fp16 else "fp32",
-            "source": {
-                "kind": "preset",
-                "name": lm.architecture,
-                "architecture": lm.architecture,
-                "random_weights": True,
-                "config": lm.dims.to_dict(),
-                "has_projector": False,
-                "token_dim": lm.dims.hidden,
-            },
-            "llm": section,
-            "chunks": chunks,
-            "pipelines": pipelines,
-            "files": files,
-        }
-        write_json(tmp / MANIFEST, manifest)
-    return manifest

@@ -1,0 +1,275 @@
+"""What the ``edgetrim`` command prints: progress on stderr, summary tables on stdout, errors in one line."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from edgetrim.runtime import contract
+
+console = Console(stderr=False, highlight=False)
+errors = Console(stderr=True, highlight=False)
+RANDOM = "random (seeded preset): outputs are meaningless; shapes, timings and memory are those of the real model"
+MEANINGLESS_TEXT = "random (seeded preset): the generated text is meaningless"
+
+
+def error(message: str) -> None:
+    errors.print(f"error: {message}", markup=False, soft_wrap=True)
+
+
+@contextmanager
+def progress() -> Iterator[tuple]:
+    """(show(description), advance(done, total)): a spinner, or a bar once a total is known; off when stderr is
+    not a terminal (rich would leave blank lines there)."""
+    columns = [SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn()]
+    with Progress(*columns, TimeElapsedColumn(), console=errors, transient=True, disable=not errors.is_terminal) as p:
+        task = p.add_task("starting", total=None)
+
+        def advance(done: int, total: int) -> None:
+            p.update(task, description="running", completed=done, total=total)
+
+        yield (lambda name: p.update(task, description=name)), advance
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def facts(title: str, rows: list[tuple[str, str]]) -> None:
+    table = Table(title=title, show_header=False, title_justify="left")
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column()
+    for key, value in rows:
+        table.add_row(key, value)
+    console.print(table)
+
+
+def validation_line(v: dict) -> str:
+    if v["status"] == "passed":
+        return (
+            f"passed on {len(v['cases'])} checks through the runtime: max abs error {v['max_abs_error']:.2e} "
+            f"(atol {v['atol']:g}), integer outputs (positions, budgets, tokens) identical"
+        )
+    if v["status"] == "fidelity":
+        return f"int8 fidelity gate passed: {v['note']}"
+    if v["status"] == "spec-only":
+        return f"spec checked; {v['note']}"
+    return "skipped (--no-validate)"
+
+
+def export_summary(r: dict) -> None:
+    weights = RANDOM if r["random_weights"] else "from checkpoint"
+    rows = [("model", f"{r['model']}  (weights: {weights})"), ("kind", r["kind"])]
+    rows.append(("target", f"{r['target']} ({'vision int8, ' if r.get('vision_int8') else ''}{r['precision']})"))
+    if "tokens" in r:
+        rows.append(
+            (
+                "tokens kept K",
+                f"{r['tokens']} of {r['available_tokens']} ({r['kept_fraction']:.1%}) "
+                f"over {r['partitions']} partitions",
+            )
+        )
+    if "llm_layers" in r:
+        rows.append(
+            (
+                "language model",
+                f"{r['llm_layers']} layers, prefill P {r['prefill_length']}, KV cache L {r['max_length']}",
+            )
+        )
+    if "latent_shape" in r:
+        rows.append(("latent", f"{r['latent_shape']} -> {r['tokens_per_frame']} tokens per frame"))
+        rows.append(("FLOPs", f"TDTM depth step / plain = {r['flops_ratio_depth_step']:.3f}"))
+        rows.append(
+            (
+                "size",
+                f"{human_bytes(r['artifact_bytes'])} with plain + tdtm vs {human_bytes(r['one_variant_bytes'])} "
+                f"plain only: {r['two_variant_ratio']:.3f}x ({r['size_note']})",
+            )
+        )
+    if "max_length" in r and "llm_layers" not in r:
+        rows.append(("max length", f"{r['max_length']} caption tokens"))
+    rows.append(("validation", validation_line(r["validation"])))
+    rows.append(("artifact", f"{r['artifact']}  ({human_bytes(r['artifact_bytes'])})"))
+    if len(r["chunks"]) > 1:
+        rows.append(("chunks", ", ".join(f"{c['name']} {human_bytes(c['bytes'])}" for c in r["chunks"])))
+    rows.append(("time", ", ".join(f"{k.removesuffix('_s')} {t:.1f}s" for k, t in r["timings_s"].items())))
+    for stale in r["removed_stale"]:
+        rows.append(("cleaned", f"{stale} (left by an export that died)"))
+    facts("edgetrim export", rows)
+
+
+def run_summary(root: Path, kind: str, s: dict, opts) -> None:
+    if kind == contract.VISION_ENCODER:
+        m = s["manifest"]
+        available = m["reduction"]["available_tokens"]
+        rows = [
+            ("model", f"{m['source']['name']}  (weights: {RANDOM if m['source']['random_weights'] else 'checkpoint'})"),
+            ("target", m["target"]),
+            ("chunks", s["plan"]),
+            ("tokens K", f"{s['tokens']} of {available} ({s['tokens'] / available:.1%})"),
+            ("per partition", " ".join(map(str, s["partition_budgets"])) + "  (full view, cells)"),
+            ("token shape", str(s["token_shape"])),
+            ("timings", ", ".join(f"{n.removesuffix('_ms')} {v:.1f} ms" for n, v in s["timings_ms"].items())),
+        ]
+        rows += [("wrote", ", ".join(s["written"]))] if s["written"] else []
+        facts(f"edgetrim run {root}", rows)
+    elif kind == contract.VLM:
+        console.print()
+        m, result = s["manifest"], s["result"]
+        t, gen = result.timings_ms, result.generation
+        weights = MEANINGLESS_TEXT if m["source"]["random_weights"] else "checkpoint"
+        rows = [
+            ("model", f"{m['source']['name']}  (weights: {weights})"),
+            ("target", m["target"]),
+            (
+                "visual tokens K",
+                f"{result.visual_tokens} of {m['reduction']['available_tokens']} "
+                f"({m['reduction']['kept_fraction']:.1%})",
+            ),
+            ("prompt", f"{result.prompt_tokens} tokens (visual included) of prefill {m['llm']['prefill_length']}"),
+            ("generated", f"{len(result.tokens)} tokens"),
+            (
+                "timings",
+                f"preprocess {t['preprocess_ms']:.1f} ms, vision {t['vision_ms']:.1f} ms, "
+                f"prefill {t['prefill_ms']:.1f} ms",
+            ),
+            ("TTFT", f"{t['ttft_ms']:.1f} ms (image in -> first token)"),
+            ("decode", f"{gen.decode_tokens_per_s:.1f} tokens/s ({len(gen.step_s)} steps)"),
+            ("load", ", ".join(f"{k.removesuffix('_ms')} {v:.0f} ms" for k, v in s["load_ms"].items())),
+        ]
+        rows += [("memory", f"per pipeline within {opts.memory_budget_mb:g} MB: {s['plan']}")] if s["plan"] else []
+        facts(f"edgetrim run {root}", rows)
+    elif kind == contract.LANGUAGE_MODEL:
+        console.print()
+        gen = s["generation"]
+        rows = [
+            ("prompt", f"{s['prompt_tokens']} tokens"),
+            ("generated", f"{len(gen.tokens)} tokens"),
+            ("TTFT", f"{gen.ttft_s * 1e3:.1f} ms"),
+            ("decode", f"{gen.decode_tokens_per_s:.1f} tokens/s"),
+        ]
+        facts(f"edgetrim run {root}", rows)
+    elif kind == contract.VIDEO_DENOISER:
+        m, result = s["manifest"], s["result"]
+        tdtm = result.functions.count(contract.TDTM)
+        if result.leap_step is None:
+            leap = "no leap"
+        else:
+            leap = f"leapt at step {result.leap_step} ({'adaptive LPL' if s['adaptive'] else 'fixed'})"
+        per_function = {
+            f: [ms for ms, g in zip(result.step_ms, result.functions, strict=True) if g == f]
+            for f in (contract.TDTM, contract.PLAIN)
+        }
+        per_step = ", ".join(f"{f} {sum(v) / len(v):.0f} ms" for f, v in per_function.items() if v)
+        rows = [
+            ("model", f"{m['source']['name']}  (weights: {RANDOM if m['source']['random_weights'] else 'checkpoint'})"),
+            ("target", f"{m['target']}; chunks: {s['plan']}"),
+            ("caption", s["caption"]),
+            ("latent", f"{list(result.latent.shape)} ({m['video']['tokens_per_frame']} tokens per frame)"),
+            ("steps", f"{result.steps_run} of {s['steps']} run: {tdtm} tdtm + {result.steps_run - tdtm} plain; {leap}"),
+            ("time per step", f"{per_step} (mean), total {sum(result.step_ms) / 1e3:.1f} s"),
+            ("wrote", ", ".join(s["written"])),
+        ]
+        facts(f"edgetrim run {root}", rows)
+    else:
+        rows = [
+            ("prompt", repr(opts.prompt_text)),
+            ("tokens", f"{s['tokens']} of {s['length']}"),
+            ("embeddings", str(s["shape"])),
+            ("wrote", ", ".join(s["written"])),
+        ]
+        facts(f"edgetrim run {root} (text encoder)", rows)
+
+
+def goals_line(goals: dict) -> str:
+    return "goals: " + ", ".join(f"{k} {'met' if v else 'NOT met'}" for k, v in goals.items())
+
+
+def bench_summary(kind: str, report: dict) -> None:
+    meta = report["meta"]
+    if kind == contract.VLM:
+        rows = report["rows"]
+        label = f"{meta['target']}, vision int8" if meta.get("vision_int8") else meta["target"]
+        table = Table(
+            title=f"edgetrim bench {meta['model']} ({label}, {meta['max_new_tokens']} new tokens, median of "
+            f"{meta['runs']})",
+            title_justify="left",
+        )
+        cols = ("budget", "K", "P", "vision ms", "prefill ms", "TTFT ms", "vs 100%", "decode tok/s", "peak MB")
+        for col in (*cols, "vs 100%"):
+            table.add_column(col, justify="right")
+        for r in rows:
+            table.add_row(
+                "100% (none)" if r["method"] == "none" else f"{float(r['requested_budget']):.0%}",
+                str(r["visual_tokens"]),
+                str(r["prefill_length"]),
+                f"{r['vision_ms']:.0f}",
+                f"{r['prefill_ms']:.0f}",
+                f"{r['ttft_ms']:.0f}",
+                f"{r['ttft_ratio']:.2f}x",
+                f"{r['decode_tokens_per_s']:.1f}",
+                f"{r['peak_rss_mb']:.0f}",
+                f"{r['peak_rss_ratio']:.2f}x",
+            )
+        console.print(table)
+        if report["goals"]:
+            console.print(goals_line(report["goals"]))
+    elif kind == contract.VIDEO_DENOISER:
+        table = Table(title=f"edgetrim bench {meta['artifact']} ({meta['target']}, video)", title_justify="left")
+        for col in ("measurement", "baseline", "candidate", "ratio", "reference", "goal"):
+            table.add_column(col, justify="left" if col == "measurement" else "right")
+        for r in report["rows"]:
+            table.add_row(
+                r["measurement"], r["baseline"], r["candidate"], f"{r['ratio']:.3f}x", r["reference"], r["goal"]
+            )
+        console.print(table)
+        console.print(goals_line(report["goals"]))
+    else:
+        summary, results = report["summary"], report["results"]
+        table = Table(
+            title=f"edgetrim bench {meta['artifact']} ({meta['target']}, {summary['chunks']} chunks, "
+            f"budget {meta['budget_mb']:.0f} MB)",
+            title_justify="left",
+        )
+        latency = f"latency ms (x{meta['repeats']})"
+        for col in ("mode", "first call ms", latency, "vs resident", "peak RSS MB", "vs resident"):
+            table.add_column(col, justify="right")
+        base = results["resident"]
+        for mode, r in results.items():
+            table.add_row(
+                mode,
+                f"{r['first_invocation_ms']:.0f}",
+                f"{r['latency_ms']:.0f}",
+                f"{r['latency_ms'] / base['latency_ms']:.2f}x",
+                f"{r['peak_rss_mb']:.0f}",
+                f"{r['peak_rss_mb'] / base['peak_rss_mb']:.2f}x",
+            )
+        console.print(table)
+        console.print(
+            f"load hidden behind compute: {summary['load_overlap_fraction']:.0%} (timeline overlap), "
+            f"{summary['load_hidden_fraction']:.0%} (latency vs naive); " + goals_line(summary["goals"])
+        )
+    if meta["random_weights"]:
+        console.print("weights: random (seeded preset); timings and memory are those of the real shapes")
+    console.print("wrote " + ", ".join(report["files"]))
+
+
+def presets_table(presets: dict, default: str) -> None:
+    """Every preset: name, kind, what it is; names never cut (80 columns and up)."""
+    table = Table(title="presets (real shapes, seeded random weights)", title_justify="left")
+    table.add_column("name", no_wrap=True)
+    table.add_column("kind", no_wrap=True)
+    table.add_column("what", overflow="fold")
+    for name, p in presets.items():
+        table.add_row(name + (" *" if name == default else ""), p.kind, p.description)
+    console.print(table)
+    console.print(f"* default --model ({default})")

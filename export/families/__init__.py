@@ -1,0 +1,1 @@
+"""Model families: layout, weight loading with explicit key maps, presets. No export knowledge."""

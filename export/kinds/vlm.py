@@ -1,0 +1,163 @@
+"""``vlm``: a whole LLaVA-style model: HiRED vision chunks + language-model prefill/decode chunks.
+
+Pipelines ``vision`` (pixels -> K visual tokens in the LLM's embedding space), ``prefill`` and
+``decode`` (``edgetrim.export.kinds.language_model``); top-level files ``embedding`` and the
+tokenizer files; sections ``reduction``, ``preprocessing``, ``outputs`` and ``llm`` (dims, P = K +
+text budget, L = P + new-token budget, the prompt template, the image token id, the stop ids).
+Checks: the vision pipeline (parity, or int8 fidelity), then greedy decoding through the runtime
+against transformers, both fed the PyTorch HiRED tokens of a sample image spliced into a prompt.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from edgetrim.calib.samples import sample_images
+from edgetrim.export.families import decoder
+from edgetrim.export.families.checkpoint import read_config, resolve_folder
+from edgetrim.export.families.vision import LLAVA_TYPES, VisionTower, build_preset, load_tower
+from edgetrim.export.kinds import language_model, vision
+from edgetrim.export.kinds.base import Plan
+from edgetrim.export.options import ExportOptions, precision
+from edgetrim.export.presets import VLM_PRESETS
+from edgetrim.export.stages.decoder import LanguageModel
+from edgetrim.export.validate import Check
+from edgetrim.runtime import contract
+from edgetrim.runtime.errors import UserError
+from edgetrim.runtime.llm import load_tokenizer, splice_visual
+from edgetrim.runtime.preprocess import preprocess
+from edgetrim.runtime.vlm import check_template, prompt_ids
+
+VALIDATION_PROMPT = "Describe the image in one sentence."
+
+
+@dataclass
+class VlmSource:
+    """What ``model`` resolved to: tower, causal LM, tokenizer folder, template, special ids."""
+
+    tower: VisionTower
+    model: torch.nn.Module
+    tokenizer_dir: Path
+    template: str
+    image_token_id: int
+    eos_token_ids: list[int]
+
+
+def load_preset(name: str, scratch: Path, feature_layer: int | None) -> VlmSource:
+    if feature_layer is not None:
+        raise UserError("`feature_layer` applies to checkpoint folders; presets fix their feature layer: drop it")
+    preset = VLM_PRESETS[name]
+    tower = build_preset(name, preset.vision)
+    model = decoder.build_preset(preset.language_model)
+    decoder.build_byte_tokenizer(scratch)
+    tok = load_tokenizer(scratch)
+    eos = [tok.token_to_id(t) for t in ("<|im_end|>", "<|endoftext|>")]
+    return VlmSource(tower, model, scratch, preset.template, tok.token_to_id(contract.IMAGE_TOKEN), eos)
+
+
+def load_folder(spec: str, feature_layer: int | None) -> VlmSource:
+    folder, _ = resolve_folder(spec)
+    cfg = read_config(folder)
+    if cfg.get("model_type") not in LLAVA_TYPES:
+        raise UserError(
+            f"{folder} is a {cfg.get('model_type')!r} checkpoint: `with_llm` needs a LLaVA / LLaVA-NeXT / "
+            "LLaVA-OneVision folder (drop `with_llm` to export a vision encoder)"
+        )
+    if not (folder / "tokenizer.json").is_file():
+        raise UserError(
+            f"{folder} has no tokenizer.json: save the tokenizer into the model folder "
+            "(processor.save_pretrained / tokenizer.save_pretrained) and export again"
+        )
+    tower = load_tower(spec, feature_layer)
+    model = decoder.load_causal_lm(folder)
+    image_token = cfg.get("image_token_index", cfg.get("image_token_id"))
+    if image_token is None:
+        raise UserError(f"{folder}/config.json has no image_token_index: re-save the LLaVA model")
+    template = decoder.TEMPLATES.get(model.config.model_type, "")
+    return VlmSource(
+        tower, model, folder, template, int(image_token), decoder.eos_ids(load_tokenizer(folder), model.config)
+    )
+
+
+def llm_check(src: VlmSource, module, template: str, root: Path) -> Check:
+    """The staged artifact's own tokenizer and table build the prompt around the PyTorch HiRED tokens of a
+    sample image; the runtime's greedy decoding must equal transformers' on it."""
+    pp = module.tower
+    image = sample_images(1)[0]
+    x = preprocess(image, pp.image_size, module.plan.grid, pp.mean, pp.std)
+    with torch.no_grad():
+        visual = module(torch.from_numpy(x))[0][0].numpy()
+    table = np.load(root / contract.DATA_FILES[contract.EMBEDDING], mmap_mode="r")
+    tokenizer = load_tokenizer(root / "tokenizer.json")
+    ids = prompt_ids(tokenizer, template, VALIDATION_PROMPT, src.image_token_id)
+    embeds = splice_visual(ids, table, visual, src.image_token_id)
+    return language_model.generate_check(
+        language_model.greedy_case(src.model, "sample-0 + prompt", embeds, table, language_model.CHECK_TOKENS)
+    )
+
+
+def plan(opts: ExportOptions, scratch: Path) -> Plan:
+    kind = contract.VLM
+    template = opts.value("template", kind)
+    if template is not None:
+        check_template(template)
+    int8 = bool(opts.value("vision_int8", kind))
+    if int8 and opts.target != contract.ONNX:
+        raise UserError(
+            f"`vision_int8` is for `target` onnx (ONNX Runtime's dynamic int8 MatMuls); {opts.target} vision chunks "
+            "stay float: drop `vision_int8`"
+        )
+    feature_layer = opts.value("feature_layer", kind)
+    spec = opts.model_spec
+    src = load_preset(spec, scratch, feature_layer) if spec in VLM_PRESETS else load_folder(spec, feature_layer)
+    template = template or src.template
+    if not template:
+        raise UserError(f"no chat template is known for a {src.model.config.model_type} LLM: pass `template`")
+    check_template(template)
+    module, vision_chunks = vision.build_encoder(src.tower, opts, kind)
+    k = module.plan.budget.total
+    tok = load_tokenizer(src.tokenizer_dir)
+    vocab = src.model.get_output_embeddings().out_features
+    if tok.get_vocab_size(with_added_tokens=True) > vocab:
+        raise UserError(
+            f"{src.tokenizer_dir}/tokenizer.json has {tok.get_vocab_size()} tokens, more than the model's vocabulary "
+            f"{vocab}: the tokenizer does not belong to this model"
+        )
+    template_tokens = len(prompt_ids(tok, template, "", src.image_token_id)) - 1
+    prefill_len, max_len = language_model.lengths(opts, kind, k, template_tokens)
+    lm = LanguageModel(src.model, max_len, prefill_len).eval()
+    if src.tower.output_size != lm.dims.hidden:
+        raise UserError(
+            f"the vision tokens are {src.tower.output_size}-wide but the language model is {lm.dims.hidden}-wide: "
+            "the checkpoint's projector does not match its language model"
+        )
+    lm_chunks, lm_pipelines = language_model.lm_chunks(lm, opts.value("llm_chunks", kind))
+    llm = language_model.lm_section(lm) | {
+        "visual_tokens": k,
+        "text_budget": prefill_len - k,
+        "template": template,
+        "image_token_id": src.image_token_id,
+        "eos_token_ids": src.eos_token_ids,
+    }
+    sections = vision.sections(module, str(opts.value("budget", kind)), llm=True) | {"llm": llm}
+    source = src.tower.source
+    source.config = {"vision": source.config, "text": lm.model_type}
+    source.random_weights = spec in VLM_PRESETS
+    return Plan(
+        kind=kind,
+        source=source,
+        precision=precision(opts.target, opts.fp16),
+        chunks=vision_chunks + lm_chunks,
+        pipelines={contract.VISION: [c.name for c in vision_chunks], **lm_pipelines},
+        sections=sections,
+        data_files=language_model.lm_files(lm, src.tokenizer_dir),
+        checks=lambda root: [vision.vision_check(module, int8), llm_check(src, module, template, root)],
+        summary=vision.summary(module)
+        | {"vision_int8": int8, "llm_layers": lm.dims.layers, "prefill_length": prefill_len, "max_length": max_len}
+        | {"embedding_dtype": llm["embedding_dtype"]},
+        source_extra={"has_projector": True, "token_dim": src.tower.output_size},
+    )

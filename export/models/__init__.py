@@ -1,1 +1,0 @@
-"""Model families exported by edgetrim beyond the Hugging Face vision towers."""

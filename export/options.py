@@ -1,0 +1,129 @@
+"""Export options, and which artifact kind a ``model`` makes.
+
+``ExportOptions`` holds every option of every kind; those left ``None`` take the kind's default. An
+option given to a model of a kind it does not apply to is refused, never ignored. Messages name
+options in backticks (`budget`); the CLI shows them as its flags.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from edgetrim.runtime import contract
+from edgetrim.runtime.errors import UserError
+
+VISION_OPTIONS = {
+    "reduce": "hired",  # hired | none
+    "budget": "0.2",  # a fraction with a decimal point, or an absolute K
+    "alpha": 0.5,  # share of K for the full view
+    "grid": "2x2",  # AnyRes grid ROWSxCOLS
+    "image_size": None,  # None: the model's
+    "feature_layer": None,  # LLaVA-style hidden-state index, folders only
+    "chunks": None,  # total chunks: embedding, block groups, head (None: one chunk)
+    "chunk_mb": None,  # or block groups of at most this many MB
+}
+LANGUAGE_OPTIONS = {
+    "prefill_length": None,  # P; None: K + 64 (vlm) or 64 (language model)
+    "max_length": None,  # L; None: P + 64
+    "llm_chunks": 1,  # layer groups per language-model graph
+}
+VLM_OPTIONS = {**VISION_OPTIONS, **LANGUAGE_OPTIONS, "template": None, "vision_int8": False}
+VIDEO_OPTIONS = {"frames": None, "height": None, "width": None, "cfg_batch": 2}
+TEXT_OPTIONS = {"caption_length": None}
+KIND_OPTIONS = {
+    contract.VISION_ENCODER: VISION_OPTIONS,
+    contract.VLM: VLM_OPTIONS,
+    contract.LANGUAGE_MODEL: LANGUAGE_OPTIONS,
+    contract.VIDEO_DENOISER: VIDEO_OPTIONS,
+    contract.TEXT_ENCODER: TEXT_OPTIONS,
+}
+COMMON = ("target", "model", "out", "atol", "fp16", "validate", "with_llm")
+DEFAULT_MODEL = "clip-vit-b16"
+
+
+@dataclass
+class ExportOptions:
+    """Every export option; ``None`` (or False for flags) means not given."""
+
+    target: str
+    model: str | None = None
+    out: Path | None = None
+    atol: float = 1e-4
+    fp16: bool | None = None  # None: the target's default (fp16 for CoreML, fp32 elsewhere)
+    validate: bool = True
+    with_llm: bool = False  # a LLaVA folder: export vision + language model (vlm), not the tower alone
+    # vision-encoder and vlm
+    reduce: str | None = None
+    budget: str | None = None
+    alpha: float | None = None
+    grid: str | None = None
+    image_size: int | None = None
+    feature_layer: int | None = None
+    chunks: int | None = None
+    chunk_mb: float | None = None
+    # vlm
+    template: str | None = None
+    vision_int8: bool | None = None
+    # vlm and language-model
+    prefill_length: int | None = None
+    max_length: int | None = None
+    llm_chunks: int | None = None
+    # video-denoiser
+    frames: int | None = None
+    height: int | None = None
+    width: int | None = None
+    cfg_batch: int | None = None
+    # text-encoder
+    caption_length: int | None = None
+
+    @property
+    def model_spec(self) -> str:
+        return self.model or DEFAULT_MODEL
+
+    def given(self) -> dict:
+        """The kind-specific options that were set."""
+        values = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in COMMON}
+        return {name: v for name, v in values.items() if v is not None and v is not False}
+
+    def value(self, name: str, kind: str):
+        """The option as given, else the kind's default."""
+        given = getattr(self, name)
+        return KIND_OPTIONS[kind][name] if given is None else given
+
+    def recorded(self, kind: str, model: str) -> dict:
+        """The options that rebuild this artifact (the manifest's ``export_options``): model, target, fp16,
+        and every option of the kind with its value or default."""
+        base = {"model": model, "target": self.target, "fp16": self.fp16}
+        return base | {name: self.value(name, kind) for name in KIND_OPTIONS[kind]}
+
+
+def check_applicable(opts: ExportOptions, kind: str) -> None:
+    """Refuse every option set that the kind does not take."""
+    for name in opts.given():
+        if name not in KIND_OPTIONS[kind]:
+            takers = [k for k, names in KIND_OPTIONS.items() if name in names]
+            raise UserError(
+                f"`{name}` does not apply to {kind} models ({opts.model_spec}); it applies to "
+                f"{' and '.join(takers)} models: drop it"
+            )
+    if opts.with_llm and kind != contract.VLM:
+        raise UserError(
+            f"`with_llm` applies to LLaVA folders (vision + language model); {opts.model_spec} is a {kind}: drop it"
+        )
+
+
+def precision(target: str, fp16: bool | None, coreml_default: str = "fp16") -> str:
+    """fp16 (CoreML only) or fp32; CoreML defaults to ``coreml_default``."""
+    if fp16 and target != contract.COREML:
+        raise UserError(f"`fp16` is supported for `target` coreml only; {target} artifacts are fp32: drop `fp16`")
+    if target != contract.COREML:
+        return "fp32"
+    return coreml_default if fp16 is None else ("fp16" if fp16 else "fp32")
+
+
+def check_common(opts: ExportOptions) -> None:
+    if opts.target not in contract.TARGETS:
+        raise UserError(f"`target` {opts.target!r} is unknown: choose one of {', '.join(contract.TARGETS)}")
+    if opts.atol <= 0:
+        raise UserError(f"`atol` {opts.atol} must be positive: e.g. 1e-4")

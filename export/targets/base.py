@@ -1,0 +1,41 @@
+"""What every target takes and returns: ``{function: stage}`` in, files and functions out.
+
+A stage is an ``nn.Module`` with ``input_names`` / ``output_names`` (positional in ``forward``); the
+functions of one chunk share their input and output names and, where the target allows, their
+weights. A chunk of one function is the common case (function name ``forward``, no ``functions``
+entry in the manifest); several functions (e.g. ``plain`` / ``tdtm``) are the same path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from edgetrim.runtime import contract
+
+Functions = dict[str, torch.nn.Module]
+
+
+@dataclass
+class ChunkFiles:
+    """What a target wrote for one chunk."""
+
+    files: list[tuple[Path, str]]  # (path, manifest role), the program(s) first
+    functions: dict[str, dict]  # function -> {"file": name in the folder, "method": ...}
+    extra: dict = field(default_factory=dict)  # further chunk keys, e.g. optimized / quantization
+
+
+def io_spec(stage: torch.nn.Module, example: tuple, target: str) -> tuple[list[dict], list[dict]]:
+    """Chunk inputs/outputs as the artifact exposes them (CoreML has no int64: its ints are int32)."""
+    with torch.no_grad():
+        outs = stage(*example)
+    outs = outs if isinstance(outs, tuple) else (outs,)
+    int_dtype = "int32" if target == contract.COREML else "int64"
+
+    def spec(name: str, t: torch.Tensor) -> dict:
+        return {"name": name, "shape": list(t.shape), "dtype": "float32" if t.is_floating_point() else int_dtype}
+
+    inputs = [spec(n, t) for n, t in zip(stage.input_names, example, strict=True)]
+    return inputs, [spec(n, t) for n, t in zip(stage.output_names, outs, strict=True)]
