@@ -1,11 +1,14 @@
 # One command each: `make demo` (set-up + export + validation + run on the embedded default),
-# `make test` (set-up + the test suite). Set-up is a local virtualenv in .venv.
+# `make test` (set-up + the Python test suite + the Swift package's build and tests). Set-up is a local
+# virtualenv in .venv; Swift is the machine's toolchain (swift on PATH or /opt/swift), required.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
+SWIFT ?= $(shell command -v swift || ls /opt/swift/usr/bin/swift 2>/dev/null)
+KIT := apps/ios/EdgetrimKit
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.edgetrim-installed
 
-.PHONY: setup demo test lint acceptance clean
+.PHONY: setup demo test swift-test lint acceptance clean
 
 setup: $(STAMP)
 
@@ -22,6 +25,12 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest
+	$(MAKE) swift-test
+
+swift-test:
+	@test -n "$(SWIFT)" || { echo "error: no Swift toolchain (swift on PATH or /opt/swift): install Swift 6 to test apps/ios" >&2; exit 2; }
+	cd $(KIT) && $(SWIFT) build && .build/debug/edgetrim-kit verify ../../conformance/artifacts/vision-onnx
+	cd $(KIT) && $(SWIFT) test
 
 lint: setup
 	$(BIN)/ruff check .
