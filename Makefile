@@ -30,7 +30,7 @@ test: setup
 swift-test:
 	@test -n "$(SWIFT)" || { echo "error: no Swift toolchain (swift on PATH or /opt/swift): install Swift 6 to test apps/ios" >&2; exit 2; }
 	cd $(KIT) && $(SWIFT) build && .build/debug/edgetrim-kit verify ../../conformance/artifacts/vision-onnx
-	cd $(KIT) && $(SWIFT) test
+	cd $(KIT) && $(SWIFT) test --disable-swift-testing  # XCTest only: its summary closes the run
 
 lint: setup
 	$(BIN)/ruff check .
