@@ -81,6 +81,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
     kind = read_manifest(args.artifact).kind
     opts.check(kind)
     out = opts.out or args.artifact / "bench"
+    if opts.onnx_load:
+        from edgetrim.runtime.load_bench import bench_load
+
+        with render.progress() as (show, _):
+            report = bench_load(args.artifact, opts.runs or 3, 10 if opts.repeats is None else opts.repeats, out, show)
+        render.load_summary(report)
+        return 0
     with render.progress() as (show, _):
         if kind == contract.VLM:
             exporter()
@@ -194,6 +201,8 @@ def bench_parser(sub) -> None:
     video.add_argument("--merge-steps", type=int, help="TDTM steps of the candidate (default steps/2)")
     video.add_argument("--leap-at", type=int, help="leap step of the candidate (default steps/2)")
     video.add_argument("--step-repeats", type=int, help="repeats of the one-step timing (default 3)")
+    load = be.add_argument_group("any ONNX artifact: portable graph loaded cold and cached vs pre-optimized")
+    load.add_argument("--onnx-load", action="store_const", const=True, help="measure loading (takes --runs, --repeats)")
     be.set_defaults(func=cmd_bench)
 
 

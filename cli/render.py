@@ -194,6 +194,32 @@ def goals_line(goals: dict) -> str:
     return "goals: " + ", ".join(f"{k} {'met' if v else 'NOT met'}" for k, v in goals.items())
 
 
+def load_summary(report: dict) -> None:
+    table = Table(
+        title=f"edgetrim bench --onnx-load {report['artifact']} (onnxruntime {report['onnxruntime']}, CPU, "
+        f"median of {report['rounds']}; ms)",
+        title_justify="left",
+    )
+    table.add_column("program", no_wrap=True)
+    for col in ("cold load", "cached load", "pre-opt load", "cached run", "pre-opt run"):
+        table.add_column(col, justify="right")
+    for label, p in {**report["programs"], "total": report["totals"]}.items():
+        table.add_row(
+            label,
+            *(f"{p[k]:.1f}" for k in ("cold_load_ms", "cached_load_ms", "preoptimized_load_ms")),
+            *(f"{p[k]:.2f}" for k in ("cached_run_ms", "preoptimized_run_ms")),
+        )
+    console.print(table)
+    r = report["ratios"]
+    console.print(
+        f"vs pre-optimized: cold load {r['cold_load_vs_preoptimized']:.2f}x, cached load "
+        f"{r['cached_load_vs_preoptimized']:.2f}x, run {r['cached_run_vs_preoptimized']:.2f}x"
+    )
+    if report["random_weights"]:
+        console.print("weights: random (seeded preset); timings are those of the real shapes")
+    console.print("wrote " + ", ".join(report["files"]))
+
+
 def bench_summary(kind: str, report: dict) -> None:
     meta = report["meta"]
     if kind == contract.VLM:

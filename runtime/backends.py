@@ -8,12 +8,13 @@ on Apple systems only (through coremltools, macOS).
 from __future__ import annotations
 
 import platform
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
-from edgetrim.runtime import contract
+from edgetrim.runtime import contract, onnx_cache
 from edgetrim.runtime.errors import UserError
 
 
@@ -25,30 +26,55 @@ class Backend(Protocol):
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
 
 
+ProviderSpec = str | tuple[str, dict[str, str]]  # an ONNX Runtime provider name, or (name, provider options)
+Providers = list[ProviderSpec] | Callable[[str], list[ProviderSpec]]  # or per program: its sha256 -> specs
+CPU = "CPUExecutionProvider"
+
+
+def provider_name(spec: ProviderSpec) -> str:
+    return spec if isinstance(spec, str) else spec[0]
+
+
 class OnnxBackend:
     def __init__(
         self,
         path: Path,
         output_names: list[str],
-        providers: list[str] | None = None,
-        optimized: bool = False,
+        providers: list[ProviderSpec] | None = None,
+        program_sha256: str | None = None,
+        preoptimized: bool = False,
         lean: bool = False,
     ) -> None:
-        """``lean``: for streamed chunks. Weights stay memory-mapped from the external data (no prepacked
+        """``providers``: in order of preference, absent ones skipped (CPU when none is left).
+        ``program_sha256``: the program's digest from the manifest; the graph optimized for these
+        providers is cached under it (see ``onnx_cache``; ``cache`` tells ``hit`` / ``miss``).
+        ``preoptimized``: an artifact written before 0.3 saved CPU-optimized graphs; opened as they are.
+        ``lean``: for streamed chunks. Weights stay memory-mapped from the external data (no prepacked
         copy) and activations are freed after each run (no per-session arena): loading is cheap and a
         released session gives its memory back. Costs a few percent of compute."""
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         options.log_severity_level = 3
-        if optimized:  # optimized and saved at export time: skip redoing it on every load
-            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         if lean:
             options.add_session_config_entry("session.disable_prepacking", "1")
             options.enable_cpu_mem_arena = False
         available = ort.get_available_providers()
-        chosen = [p for p in (providers or ["CPUExecutionProvider"]) if p in available] or ["CPUExecutionProvider"]
-        self.session = ort.InferenceSession(str(path), options, providers=chosen)
+        chosen = [p for p in (providers or [CPU]) if provider_name(p) in available] or [CPU]
+        names = [provider_name(p) for p in chosen]
+        source, partial, self.cache = path, None, "off"
+        if preoptimized:
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        elif program_sha256 is None:
+            options.graph_optimization_level = onnx_cache.ort_level(onnx_cache.optimization_level(names))
+        elif onnx_cache.cached_graph(program_sha256, names).exists():
+            source, self.cache = onnx_cache.cached_graph(program_sha256, names), "hit"
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        else:
+            partial, self.cache = onnx_cache.optimize_into_cache(options, path, program_sha256, names), "miss"
+        self.session = ort.InferenceSession(str(source), options, providers=chosen)
+        if partial is not None:
+            onnx_cache.publish(partial, program_sha256, names)
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = output_names
         self.providers = self.session.get_providers()
@@ -115,15 +141,16 @@ def open_backend(
     path: Path,
     input_names: list[str],
     output_names: list[str],
-    providers: list[str] | None = None,
-    optimized: bool = False,
+    providers: list[ProviderSpec] | None = None,
+    program_sha256: str | None = None,
+    preoptimized: bool = False,
     lean: bool = False,
     method: str = "forward",
 ) -> Backend:
-    """``providers``: ONNX Runtime execution providers in order of preference (absent ones are skipped);
-    ``method``: the ExecuTorch method to run (an ONNX file holds one graph)."""
+    """``providers``, ``program_sha256``, ``preoptimized``, ``lean``: ONNX only, see ``OnnxBackend``;
+    ``method``: the ExecuTorch method or Core ML function to run (an ONNX file holds one graph)."""
     if target == contract.ONNX:
-        return OnnxBackend(path, output_names, providers, optimized, lean)
+        return OnnxBackend(path, output_names, providers, program_sha256, preoptimized, lean)
     if target == contract.EXECUTORCH:
         return ExecuTorchBackend(path, input_names, output_names, method)
     if target == contract.COREML:

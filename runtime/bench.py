@@ -33,6 +33,7 @@ KIND_OPTIONS = {  # what ``edgetrim bench`` measures per kind, and the options i
     contract.VIDEO_DENOISER: {"steps", "merge_steps", "leap_at", "step_repeats", "out"},
     contract.LANGUAGE_MODEL: set(),
 }
+ONNX_LOAD_OPTIONS = {"onnx_load", "runs", "repeats", "out"}  # --onnx-load, any kind of ONNX artifact
 
 
 @dataclass
@@ -49,13 +50,20 @@ class BenchOptions:
     merge_steps: int | None = None  # video: TDTM steps of the candidate (default steps/2)
     leap_at: int | None = None  # video: leap step of the candidate (default steps/2)
     step_repeats: int | None = None  # video: repeats of the one-step timing (default 3)
+    onnx_load: bool | None = None  # any ONNX artifact: portable load (cold, cached) vs pre-optimized
 
     def check(self, kind: str) -> None:
+        if self.onnx_load:
+            for f in fields(self):
+                if getattr(self, f.name) is not None and f.name not in ONNX_LOAD_OPTIONS:
+                    raise UserError(f"`{f.name}` does not apply with `onnx_load`, which takes runs, repeats and out")
+            return
         if not KIND_OPTIONS[kind]:
             raise UserError(f"edgetrim bench does not measure {kind} artifacts: bench a vlm export of the model")
         for f in fields(self):
             if getattr(self, f.name) is not None and f.name not in KIND_OPTIONS[kind]:
                 takers = [k for k, names in KIND_OPTIONS.items() if f.name in names]
+                takers += ["--onnx-load"] if f.name in ONNX_LOAD_OPTIONS else []
                 raise UserError(f"`{f.name}` does not apply to {kind} artifacts; it applies to {' and '.join(takers)}")
 
 

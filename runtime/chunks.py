@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from edgetrim.runtime import contract
-from edgetrim.runtime.backends import Backend, open_backend
+from edgetrim.runtime.backends import Backend, Providers, open_backend
 from edgetrim.runtime.errors import UserError
 from edgetrim.runtime.manifest import Artifact
 
@@ -125,19 +125,39 @@ def check_io(chunks: list[dict], inputs: set[str]) -> None:
             available[spec["name"]] = (tuple(spec["shape"]), spec["dtype"])
 
 
+NUMPY = {"float32": np.float32, "float16": np.float16, "int64": np.int64, "int32": np.int32}
+
+
+def example_feeds(chunk: dict, seed: int = 0) -> dict[str, np.ndarray]:
+    """Seeded inputs of a chunk's declared shapes (integers zero: valid indices and positions), for
+    warm-ups and timings."""
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for spec in chunk["inputs"]:
+        dtype = NUMPY[spec["dtype"]]
+        shape = spec["shape"]
+        floating = np.issubdtype(dtype, np.floating)
+        feeds[spec["name"]] = rng.standard_normal(shape).astype(dtype) if floating else np.zeros(shape, dtype)
+    return feeds
+
+
 def open_chunk(
-    artifact: Artifact, chunk: dict, function: str | None, providers: list[str] | None = None, lean: bool = False
+    artifact: Artifact, chunk: dict, function: str | None, providers: Providers | None = None, lean: bool = False
 ) -> Backend:
-    """The backend running ``function`` of one chunk of a verified artifact; load failures name the chunk."""
+    """The backend running ``function`` of one chunk of a verified artifact; load failures name the chunk.
+    ``providers`` given per program (a callable) is asked with the program's sha256."""
     path, method = artifact.program(chunk, function)
+    relative = path.relative_to(artifact.root).as_posix()
+    sha256 = next(f["sha256"] for f in chunk["files"] if f["path"] == relative)
     try:
         return open_backend(
             artifact.target,
             path,
             [i["name"] for i in chunk["inputs"]],
             [o["name"] for o in chunk["outputs"]],
-            providers,
-            optimized=chunk.get("optimized") == contract.ORT_EXTENDED,
+            providers(sha256) if callable(providers) else providers,
+            program_sha256=sha256,
+            preoptimized=chunk.get("optimized") == contract.ORT_EXTENDED,
             lean=lean,
             method=method,
         )
@@ -160,7 +180,7 @@ class ChunkLoader:
         artifact: Artifact,
         memory_budget_mb: float | None = None,
         overlap: bool = True,
-        providers: list[str] | None = None,
+        providers: Providers | None = None,
         lean: bool | None = None,
         pipeline: str | None = None,
         inputs: list[str] | None = None,

@@ -33,7 +33,7 @@ KINDS = (VISION_ENCODER, VLM, LANGUAGE_MODEL, VIDEO_DENOISER, TEXT_ENCODER)
 ONNX, COREML, EXECUTORCH = "onnx", "coreml", "executorch"
 TARGETS = (ONNX, COREML, EXECUTORCH)
 PROGRAM_SUFFIX = {ONNX: ".onnx", EXECUTORCH: ".pte", COREML: ".mlpackage"}
-ORT_EXTENDED = "ort-extended"  # chunk["optimized"]: saved after ONNX Runtime's extended optimizations
+ORT_EXTENDED = "ort-extended"  # chunk["optimized"] (artifacts before 0.3): saved CPU-optimized; read, not written
 INT8_DYNAMIC = "int8-dynamic"  # chunk["quantization"]: ONNX Runtime dynamic int8 weight MatMuls
 
 # ------------------------------------------------------------------------------------------- pipelines

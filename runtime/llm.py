@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from edgetrim.runtime import contract
+from edgetrim.runtime.backends import Providers
 from edgetrim.runtime.chunks import ChunkLoader
 from edgetrim.runtime.contract import INPUTS_EMBEDS, LAST_INDEX, LOGITS, POSITION, past_names, present_names
 from edgetrim.runtime.errors import UserError
@@ -70,7 +71,7 @@ class LanguageModelRunner:
     """
 
     def __init__(
-        self, artifact: Artifact, memory_budget_mb: float | None = None, providers: list[str] | None = None
+        self, artifact: Artifact, memory_budget_mb: float | None = None, providers: Providers | None = None
     ) -> None:
         if artifact.kind not in KINDS:
             raise UserError(f"{artifact.root} is a {artifact.kind} artifact: this takes {' or '.join(KINDS)} artifacts")
@@ -110,6 +111,11 @@ class LanguageModelRunner:
     def close(self) -> None:
         self.prefill.close()
         self.decode.close()
+
+    def active_providers(self) -> list[str]:
+        """The execution providers the runtime chose for the resident prefill and decode chunks."""
+        chosen = self.prefill.active_providers()
+        return chosen + [p for p in self.decode.active_providers() if p not in chosen]
 
     def row(self, token: int) -> np.ndarray:
         """[1, 1, D] float32 embedding of one token (a writable copy)."""

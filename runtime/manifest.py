@@ -26,7 +26,7 @@ from edgetrim.runtime.errors import UserError
 
 SCHEMA_PATH = Path(__file__).with_name("manifest.schema.json")
 DAMAGED = "the manifest is damaged, re-export the artifact"
-EDGETRIM_VERSION = "0.2.0"
+EDGETRIM_VERSION = "0.3.0"
 # artifact kind -> top-level keys the runtime reads
 REQUIRED_KEYS = {
     contract.VISION_ENCODER: ("target", "chunks", "preprocessing", "reduction", "source"),
@@ -101,6 +101,17 @@ class Artifact:
             )
         entry = functions[function]
         return self.root / entry["file"], entry.get("method", contract.DEFAULT_METHOD)
+
+    def programs(self) -> list[tuple[str, dict, str | None, Path, str]]:
+        """Every program of the artifact: (label ``chunk[.function]``, chunk, function, path, sha256)."""
+        found = []
+        for chunk in self.chunks:
+            for function in chunk.get("functions") or [None]:
+                path, _ = self.program(chunk, function)
+                relative = path.relative_to(self.root).as_posix()
+                sha = next(f["sha256"] for f in chunk["files"] if f["path"] == relative)
+                found.append((chunk["name"] + (f".{function}" if function else ""), chunk, function, path, sha))
+        return found
 
 
 # ------------------------------------------------------------------------------------------- digests

@@ -11,6 +11,7 @@ import numpy as np
 from PIL import Image
 
 from edgetrim.runtime import contract
+from edgetrim.runtime.backends import Providers
 from edgetrim.runtime.chunks import ChunkLoader
 from edgetrim.runtime.errors import UserError
 from edgetrim.runtime.manifest import Artifact, open_artifact
@@ -33,7 +34,7 @@ class VisionEncoder:
     """
 
     def __init__(
-        self, root: str | Path, providers: list[str] | None = None, memory_budget_mb: float | None = None
+        self, root: str | Path, providers: Providers | None = None, memory_budget_mb: float | None = None
     ) -> None:
         t0 = time.perf_counter()
         self.artifact: Artifact = open_artifact(root, (contract.VISION_ENCODER,))

@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image
 
 from edgetrim.runtime import contract
+from edgetrim.runtime.backends import Providers
 from edgetrim.runtime.chunks import ChunkLoader
 from edgetrim.runtime.contract import IMAGE_TOKEN as IMAGE_PLACEHOLDER
 from edgetrim.runtime.contract import PROMPT_FIELD
@@ -76,7 +77,7 @@ class VlmPipeline:
     """
 
     def __init__(
-        self, root: str | Path, memory_budget_mb: float | None = None, providers: list[str] | None = None
+        self, root: str | Path, memory_budget_mb: float | None = None, providers: Providers | None = None
     ) -> None:
         t0 = time.perf_counter()
         self.artifact = open_artifact(root, (contract.VLM,))

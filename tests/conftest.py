@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from pathlib import Path
 
@@ -13,6 +14,16 @@ from edgetrim.export.options import ExportOptions
 
 warnings.filterwarnings("ignore")
 logging.getLogger("coremltools").setLevel(logging.ERROR)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def onnx_cache_root(tmp_path_factory) -> Path:
+    """ONNX graphs optimized at load are cached in the session's temp folder, not the user's cache."""
+    from edgetrim.runtime.onnx_cache import CACHE_ENV
+
+    root = tmp_path_factory.mktemp("onnx-cache")
+    os.environ[CACHE_ENV] = str(root)
+    return root
 
 
 @pytest.fixture(scope="session")

@@ -217,6 +217,17 @@ def test_runtime_is_torch_free(artifact, sample_png):
     pipeline.close()
 
 
+def test_jetson_vlm_demo_on_the_cpu_provider(artifact, sample_png, tmp_path):
+    app = BLOCK_TORCH + "from edgetrim_jetson.app import main\n\nsys.exit(main(sys.argv[1:]))\n"
+    args = ["vlm", str(artifact), str(sample_png), "--prompt", PROMPT, "--max-new-tokens", "4", "--device", "cpu"]
+    proc = subprocess.run([sys.executable, "-c", app, *args, "--cache", str(tmp_path)], capture_output=True,
+                          text=True, errors="replace", timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr
+    k = json.loads((artifact / "manifest.json").read_text())["reduction"]["tokens"]
+    assert f"K = {k}, TTFT" in proc.stdout and "tok/s" in proc.stdout
+    assert "chose: vision CPUExecutionProvider; language model CPUExecutionProvider" in proc.stdout
+
+
 def test_vision_int8_export(tmp_path, sample_png):
     out = tmp_path / "tiny-vlm-int8"
     assert main(["export", "--target", "onnx", "--model", "tiny-vlm", "--vision-int8", "--out", str(out)]) == 0

@@ -24,7 +24,7 @@ class ChunkFiles:
 
     files: list[tuple[Path, str]]  # (path, manifest role), the program(s) first
     functions: dict[str, dict]  # function -> {"file": name in the folder, "method": ...}
-    extra: dict = field(default_factory=dict)  # further chunk keys, e.g. optimized / quantization
+    extra: dict = field(default_factory=dict)  # further chunk keys, e.g. quantization
 
 
 def io_spec(stage: torch.nn.Module, example: tuple, target: str) -> tuple[list[dict], list[dict]]:

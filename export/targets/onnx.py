@@ -1,10 +1,11 @@
 """ONNX target: each function of a chunk is one graph; all graphs of a chunk share one external-data file.
 
-Per function: torch.onnx dynamo export (opset 18) -> optionally ONNX Runtime's dynamic int8 weight
-MatMuls -> ONNX Runtime's extended (portable) graph optimizations applied once and saved, so a
-runtime that loads chunks on demand opens sessions with optimizations disabled. Then every graph is
-written with its weights (>= 64 bytes) in ``<stem>.onnx.data``, 64-byte aligned, a tensor present in
-several graphs (same dtype, shape, bytes) stored once whatever name each exporter run gave it.
+Per function: torch.onnx dynamo export (opset 18; the exporter's own optimizer folds constants and
+keeps standard ops) -> optionally ONNX Runtime's dynamic int8 weight MatMuls. The graph stays
+portable: ONNX Runtime's provider-specific fusions are applied where it runs, at load, and cached
+per machine (``edgetrim.runtime.onnx_cache``). Then every graph is written with its weights
+(>= 64 bytes) in ``<stem>.onnx.data``, 64-byte aligned, a tensor present in several graphs (same
+dtype, shape, bytes) stored once whatever name each exporter run gave it.
 Files: ``<stem>.onnx`` (one function) or ``<stem>.<function>.onnx`` (several), and ``<stem>.onnx.data``.
 """
 
@@ -70,20 +71,6 @@ def quantize_int8_dynamic(src: Path, dst: Path) -> Path:
     return dst
 
 
-def optimize_graph(src: Path, dst: Path) -> Path:
-    """ONNX Runtime's extended optimizations, saved with the initializers in ``dst``.data."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-    options.optimized_model_filepath = str(dst)
-    options.add_session_config_entry("session.optimized_model_external_initializers_file_name", dst.name + ".data")
-    options.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes", "1024")
-    ort.InferenceSession(str(src), options, providers=["CPUExecutionProvider"])
-    return dst
-
-
 def tensor_bytes(tensor, folder: Path) -> bytes:
     """The raw bytes of an initializer, read from its external file when it has one."""
     from onnx import numpy_helper
@@ -141,15 +128,13 @@ def write(
     with tempfile.TemporaryDirectory(prefix=".onnx-", dir=folder) as tmp:
         for function, stage in functions.items():
             path = export_graph(stage, example, Path(tmp) / f"{function}.onnx")
-            path = optimize_graph(path, Path(tmp) / f"{function}.opt.onnx")
-            if quantize == contract.INT8_DYNAMIC:  # on the fused graph, then fused again around the int8 ops
+            if quantize == contract.INT8_DYNAMIC:
                 path = quantize_int8_dynamic(path, Path(tmp) / f"{function}.int8.onnx")
-                path = optimize_graph(path, Path(tmp) / f"{function}.int8.opt.onnx")
             graphs[function] = path
         paths, data_path = write_shared(graphs, folder, stem)
     names = list(paths)
     files = [(paths[f], contract.program_role(f, i == 0)) for i, f in enumerate(names)]
-    extra = {"optimized": contract.ORT_EXTENDED, **({"quantization": quantize} if quantize else {})}
+    extra = {"quantization": quantize} if quantize else {}
     return ChunkFiles(files + [(data_path, contract.EXTERNAL_DATA)], {f: {"file": paths[f].name} for f in names}, extra)
 
 

@@ -1,0 +1,3 @@
+from edgetrim_jetson.app import entry
+
+entry()
