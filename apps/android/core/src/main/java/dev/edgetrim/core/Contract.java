@@ -1,0 +1,149 @@
+package dev.edgetrim.core;
+
+import java.util.Collections;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+
+/**
+ * The contract between exporter, runtime and apps: every name an artifact uses, defined once.
+ *
+ * <p>Mirrors {@code edgetrim.runtime.contract} one for one, with the Python names (same values;
+ * {@code apps/conformance/contract.json} pins them). Artifact kinds and their pipelines (chunk names in run order):
+ * {@code vision-encoder}: vision; {@code vlm}: vision, prefill, decode (files embedding, tokenizer);
+ * {@code language-model}: prefill, decode (file embedding); {@code video-denoiser}: caption, denoiser (depth chunks
+ * hold functions plain and tdtm; file null_caption); {@code text-encoder}: text_encoder (file tokenizer).
+ */
+public final class Contract {
+    private Contract() {}
+
+    public static final int SCHEMA_VERSION = 1;
+    public static final String MANIFEST = "manifest.json";
+    public static final String REPORT = "report.json";
+
+    // kinds, targets
+    public static final String VISION_ENCODER = "vision-encoder";
+    public static final String VLM = "vlm";
+    public static final String LANGUAGE_MODEL = "language-model";
+    public static final String VIDEO_DENOISER = "video-denoiser";
+    public static final String TEXT_ENCODER = "text-encoder";
+    public static final List<String> KINDS = List.of(VISION_ENCODER, VLM, LANGUAGE_MODEL, VIDEO_DENOISER, TEXT_ENCODER);
+    public static final String ONNX = "onnx";
+    public static final String COREML = "coreml";
+    public static final String EXECUTORCH = "executorch";
+    public static final List<String> TARGETS = List.of(ONNX, COREML, EXECUTORCH);
+    /** Target -> the suffix of its program files. */
+    public static final Map<String, String> PROGRAM_SUFFIX = ordered(ONNX, ".onnx", EXECUTORCH, ".pte", COREML, ".mlpackage");
+    /** {@code chunk.optimized}: saved after ONNX Runtime's extended optimizations. */
+    public static final String ORT_EXTENDED = "ort-extended";
+    /** {@code chunk.quantization}: ONNX Runtime dynamic int8 weight MatMuls. */
+    public static final String INT8_DYNAMIC = "int8-dynamic";
+
+    // pipelines
+    public static final String VISION = "vision";
+    public static final String PREFILL = "prefill";
+    public static final String DECODE = "decode";
+    public static final String CAPTION = "caption";
+    public static final String DENOISER = "denoiser";
+    public static final String TEXT = "text_encoder";
+    /** The one pipeline of a manifest that names none (all chunks in order). */
+    public static final String DEFAULT_PIPELINE = "main";
+
+    // file roles
+    /** The chunk's program (first function of a multi-function ONNX chunk). */
+    public static final String PROGRAM = "program";
+    /** ONNX weights beside the graph(s). */
+    public static final String EXTERNAL_DATA = "external_data";
+    /** Token-embedding table [V, D], .npy. */
+    public static final String EMBEDDING = "embedding";
+    /** tokenizer.json (Hugging Face tokenizers). */
+    public static final String TOKENIZER = "tokenizer";
+    public static final String TOKENIZER_CONFIG = "tokenizer_config";
+    public static final String SPECIAL_TOKENS_MAP = "special_tokens_map";
+    /** [L, C_cap] caption embedding for classifier-free guidance, .npy. */
+    public static final String NULL_CAPTION = "null_caption";
+    /** File name -> role of the tokenizer files. */
+    public static final Map<String, String> TOKENIZER_FILES = ordered(
+            "tokenizer.json", TOKENIZER, "tokenizer_config.json", TOKENIZER_CONFIG,
+            "special_tokens_map.json", SPECIAL_TOKENS_MAP);
+    /** Role -> file name of the top-level data files. */
+    public static final Map<String, String> DATA_FILES = ordered(EMBEDDING, "embed_tokens.npy", NULL_CAPTION, "null_caption.npy");
+
+    // functions
+    /** Depth-chunk functions of a video denoiser. */
+    public static final String PLAIN = "plain";
+    public static final String TDTM = "tdtm";
+    /** The method of a single-function ExecuTorch program / Core ML model. */
+    public static final String DEFAULT_METHOD = "forward";
+
+    // tensors. vision (HiRED): [1, P, 3, S, S] -> [1, K, D], [1, K] flat p*N + row*n + col ascending, [1, P] summing to K
+    public static final String PIXEL_VALUES = "pixel_values";
+    public static final String TOKENS = "tokens";
+    public static final String POSITIONS = "positions";
+    public static final String PARTITION_BUDGETS = "partition_budgets";
+    /** [B*P, N] between vision chunks. */
+    public static final String EARLY_SCORES = "early_scores";
+    public static final String SELECT_SCORES = "select_scores";
+    // language model: inputs_embeds [1, P or 1, D], last_index int [1], position int [1] -> logits [1, V]
+    public static final String INPUTS_EMBEDS = "inputs_embeds";
+    public static final String LAST_INDEX = "last_index";
+    public static final String POSITION = "position";
+    public static final String LOGITS = "logits";
+    public static final List<String> KV = List.of("key", "value");
+    // video denoiser: latent [B, C, T, H, W], timestep [B], caption [B, L, C], caption_mask [B, L] -> velocity
+    public static final String LATENT = "latent";
+    public static final String TIMESTEP = "timestep";
+    public static final String CAPTION_EMBEDS = "caption_embeds";
+    public static final String CAPTION_MASK = "caption_mask";
+    public static final String VELOCITY = "velocity";
+    /** Between video chunks. */
+    public static final String CAPTION_TOKENS = "caption";
+    public static final String TIME = "t";
+    public static final String TIME_MLP = "t_mlp";
+    // text encoder: input_ids int [1, L], attention_mask float [1, L] -> caption_embeds [1, L, D]
+    public static final String INPUT_IDS = "input_ids";
+    public static final String ATTENTION_MASK = "attention_mask";
+    public static final String ATTENTION_BIAS = "attn_bias";
+
+    // prompts
+    /** Where a vlm's K visual tokens go in the prompt template. */
+    public static final String IMAGE_TOKEN = "<image>";
+    /** Where the user's text goes. */
+    public static final String PROMPT_FIELD = "{prompt}";
+
+    /** Role of the file holding one function of an ONNX chunk (one graph per file). */
+    public static String programRole(String function, boolean first) {
+        return first ? PROGRAM : PROGRAM + "_" + function;
+    }
+
+    /** ExecuTorch method / Core ML function holding {@code function} of a multi-function chunk. */
+    public static String methodName(String function) {
+        return DEFAULT_METHOD + "_" + function;
+    }
+
+    /** The hidden state entering layer / block / depth step {@code index} (between chunks): {@code hidden_03}. */
+    public static String hiddenName(int index) {
+        return "hidden_" + twoDigits(index);
+    }
+
+    /** Decode inputs: the KV cache of {@code layer}, [1, KV, L, hd] each. */
+    public static List<String> pastNames(int layer) {
+        return List.of("past_key_" + twoDigits(layer), "past_value_" + twoDigits(layer));
+    }
+
+    /** Prefill / decode outputs: the updated KV cache of {@code layer}. */
+    public static List<String> presentNames(int layer) {
+        return List.of("present_key_" + twoDigits(layer), "present_value_" + twoDigits(layer));
+    }
+
+    /** Python's {@code f"{n:02d}"}: at least two digits, zero-padded after the sign. */
+    private static String twoDigits(int n) {
+        return String.format(java.util.Locale.ROOT, "%02d", n);
+    }
+
+    private static Map<String, String> ordered(String... pairs) {
+        Map<String, String> map = new LinkedHashMap<>();
+        for (int i = 0; i < pairs.length; i += 2) map.put(pairs[i], pairs[i + 1]);
+        return Collections.unmodifiableMap(map);
+    }
+}
