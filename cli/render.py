@@ -107,6 +107,12 @@ def export_summary(r: dict) -> None:
     facts("edgetrim export", rows)
 
 
+def graph_cache_line(counts: dict[str, int]) -> str:
+    """How the ONNX programs opened: from this machine's optimized-graph cache, optimized now, or as saved."""
+    said = {"hit": "from the optimized-graph cache", "miss": "optimized now and cached", "off": "opened as saved"}
+    return ", ".join(f"{counts[k]} {said[k]}" for k in said if counts.get(k))
+
+
 def run_summary(root: Path, kind: str, s: dict, opts) -> None:
     if kind == contract.VISION_ENCODER:
         m = s["manifest"]
@@ -115,6 +121,7 @@ def run_summary(root: Path, kind: str, s: dict, opts) -> None:
             ("model", f"{m['source']['name']}  (weights: {RANDOM if m['source']['random_weights'] else 'checkpoint'})"),
             ("target", m["target"]),
             ("chunks", s["plan"]),
+            *([("onnx graphs", graph_cache_line(s["graph_cache"]))] if s["graph_cache"] else []),
             ("tokens K", f"{s['tokens']} of {available} ({s['tokens'] / available:.1%})"),
             ("per partition", " ".join(map(str, s["partition_budgets"])) + "  (full view, cells)"),
             ("token shape", str(s["token_shape"])),

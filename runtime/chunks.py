@@ -18,14 +18,14 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from edgetrim.runtime import contract
-from edgetrim.runtime.backends import Backend, Providers, open_backend
+from edgetrim.runtime.backends import Backend, OnnxBackend, Providers, open_backend
 from edgetrim.runtime.errors import UserError
 from edgetrim.runtime.manifest import Artifact
 
@@ -200,6 +200,8 @@ class ChunkLoader:
         self.plan = plan_memory(self.chunks, memory_budget_mb, overlap)
         self.lean = bool(self.plan.streamed) if lean is None else lean  # lean sessions when streaming
         self.timeline = Timeline()
+        self.graph_cache: Counter[str] = Counter()  # ONNX loads by optimized-graph cache result: hit / miss / off
+        self._count_lock = threading.Lock()
         self.invocation = 0
         self.resident: dict[tuple[int, str | None], Backend] = {}
         self.pending: dict[tuple[int, str | None], Future] = {}
@@ -217,6 +219,9 @@ class ChunkLoader:
         t0 = time.perf_counter()
         backend = open_chunk(self.artifact, chunk, function, self.providers, self.lean)
         self.timeline.add(chunk["name"], "load", t0, time.perf_counter(), invocation)
+        if isinstance(backend, OnnxBackend):
+            with self._count_lock:  # loads also run on the prefetch thread
+                self.graph_cache[backend.cache] += 1
         return backend
 
     def _prefetch(self, index: int, function: str | None, invocation: int) -> None:

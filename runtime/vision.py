@@ -90,6 +90,7 @@ def run(
         "partition_budgets": result.partition_budgets[0].tolist(),
         "positions": result.positions[0].tolist(),
         "timings_ms": timings,
+        "graph_cache": dict(encoder.loader.graph_cache),  # ONNX: how many programs came from the cache (hit)
     }
     written = []
     if overlay:

@@ -130,3 +130,16 @@ def test_bench_onnx_load_refusals(tiny_onnx, tiny_executorch, capsys):
         assert main(["bench", *args]) == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and err.startswith("error:") and hint in err, err
+
+
+def test_a_second_edgetrim_run_opens_every_program_from_the_cache(tiny_onnx, sample_png, tmp_path, cache, capsys):
+    programs = len(open_artifact(tiny_onnx).chunks)
+    records = []
+    for i in range(2):
+        out = tmp_path / f"run{i}.json"
+        assert main(["run", str(tiny_onnx), "--image", str(sample_png), "--json", str(out)]) == 0
+        records.append(json.loads(out.read_text()))
+    assert records[0]["graph_cache"] == {"miss": programs}
+    assert records[1]["graph_cache"] == {"hit": programs}
+    assert records[1]["positions"] == records[0]["positions"]
+    assert f"{programs} from the optimized-graph cache" in capsys.readouterr().out
