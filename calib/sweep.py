@@ -53,6 +53,8 @@ def budget_variant(root: Path, budget: str, out: Path, step: Callable[[str], Non
     if (folder / contract.MANIFEST).is_file() and matches(read_manifest(folder).manifest):
         return folder
     known = {f.name for f in fields(ExportOptions)}
+    if recorded.get("quantize", "none") == "none":  # gates and calibration data go with quantized exports only
+        known -= {k for k in recorded if k.startswith(("gate_", "calib_"))}
     opts = ExportOptions(**{k: v for k, v in recorded.items() if k in known})
     opts.budget, opts.reduce, opts.out, opts.with_llm = budget, method, folder, manifest["kind"] == contract.VLM
     step(f"export budget {budget} (K {manifest['reduction']['tokens']} at {manifest['reduction']['requested_budget']})")
@@ -71,7 +73,7 @@ def bench_budgets(
     meta = {
         "model": manifest["source"]["name"],
         "target": manifest["target"],
-        "vision_int8": manifest.get("export_options", {}).get("vision_int8", False),
+        "quantize": manifest.get("export_options", {}).get("quantize", "none"),
         "random_weights": manifest["source"]["random_weights"],
         "budgets": budgets,
     }

@@ -15,11 +15,13 @@ from pathlib import Path
 
 from edgetrim.cli import render
 from edgetrim.runtime.errors import EdgetrimBug, UserError
+from edgetrim.runtime.verify_stamp import ONCE, POLICIES
 
 EXIT_USER_ERROR = 2
 EXIT_FAILURE = 1
 EXPORT_DEPS = ("torch", "executorch", "coremltools", "onnx", "onnxscript", "transformers", "optimum", "safetensors")
 EXPORT_DEPS += ("huggingface_hub", "torchao")
+VERIFY_HELP = "sha256 the files once, then trust them while unchanged (once, default), or on every open (always)"
 
 
 def quiet_toolchains() -> None:
@@ -75,11 +77,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from edgetrim.runtime import contract
     from edgetrim.runtime.bench import BenchOptions
-    from edgetrim.runtime.manifest import read_manifest
+    from edgetrim.runtime.manifest import read_manifest, verify_artifact
 
     opts = BenchOptions(**{k: v for k, v in vars(args).items() if k not in ("command", "func", "artifact")})
-    kind = read_manifest(args.artifact).kind
+    artifact = read_manifest(args.artifact)
+    kind = artifact.kind
     opts.check(kind)
+    verify_artifact(artifact, opts.verify or ONCE)  # --verify; the measurements' opens then find the stamp
     out = opts.out or args.artifact / "bench"
     if opts.onnx_load:
         from edgetrim.runtime.load_bench import bench_load
@@ -143,7 +147,15 @@ def export_parser(sub) -> None:
     vlm = ex.add_argument_group("vlm models (a VLM preset, or a LLaVA folder with --with-llm)")
     vlm.add_argument("--with-llm", action="store_true", help="export a LLaVA folder's vision + language model")
     vlm.add_argument("--template", help="prompt template with <image> and {prompt} (default: the family's)")
-    vlm.add_argument("--vision-int8", action="store_true", default=None, help="ONNX: dynamic int8 vision MatMuls")
+    quant = ex.add_argument_group("quantization (vision-encoder: int8; vlm and language-model: int8, int4)")
+    quant.add_argument("--quantize", help="none (default) | int8 | int4: vision int8, LM layers int8/int4, head int8")
+    quant.add_argument("--calib-images", type=Path, help="folder of calibration images (default: built-in set)")
+    quant.add_argument("--calib-prompts", type=Path, help="calibration prompts, one a line (default: built-in)")
+    quant.add_argument("--gate-overlap", type=float, help="vision: min share of kept positions as float (0.9)")
+    quant.add_argument("--gate-token-cosine", type=float, help="vision: min cosine of shared tokens (0.99)")
+    quant.add_argument("--gate-top1", type=float, help="LM: min share of first tokens as float (0.9)")
+    quant.add_argument("--gate-logit-cosine", type=float, help="LM: min cosine of first-token logits (0.99)")
+    quant.add_argument("--gate-greedy", type=float, help="LM: min mean greedy agreement (0.75)")
     lm = ex.add_argument_group("vlm and language-model models")
     lm.add_argument("--prefill-length", type=int, help="static prefill length P (default K + 64)")
     lm.add_argument("--max-length", type=int, help="KV-cache length L (default P + 64)")
@@ -162,6 +174,7 @@ def run_parser(sub) -> None:
     run = sub.add_parser("run", help="run an artifact (torch-free for ONNX)")
     run.add_argument("artifact", type=Path, help="artifact folder written by edgetrim export")
     run.add_argument("--memory-budget", dest="memory_budget_mb", type=float, help="MB: stream what does not fit")
+    run.add_argument("--verify", choices=POLICIES, help=VERIFY_HELP)
     seen = run.add_argument_group("vision-encoder and vlm artifacts")
     seen.add_argument("--image", type=Path, help="image file")
     seen.add_argument("--overlay", type=Path, help="vision-encoder: write a PNG of the kept patches over each view")
@@ -189,6 +202,7 @@ def bench_parser(sub) -> None:
     be = sub.add_parser("bench", help="measure an artifact side by side with its baseline")
     be.add_argument("artifact", type=Path, help="artifact folder")
     be.add_argument("--out", type=Path, help="folder for the JSON, markdown and PNG (default DIR/bench)")
+    be.add_argument("--verify", choices=POLICIES, help=VERIFY_HELP)
     chunks = be.add_argument_group("vision-encoder and text-encoder artifacts: resident vs streaming vs naive")
     chunks.add_argument("--memory-budget", dest="memory_budget_mb", type=float, help="MB (default: two chunks)")
     chunks.add_argument("--repeats", type=int, help="repeated invocations after the first (default 20)")
@@ -245,11 +259,11 @@ def main(argv: list[str] | None = None) -> int:
         render.error("interrupted")
         return 130
     except Exception as exc:
-        from edgetrim.export.validate import ValidationFailed  # raised by the exporter only: imported when seen
+        from edgetrim.export.validate import FidelityBelowGate, ValidationFailed  # raised by the exporter only
 
         if isinstance(exc, ValidationFailed):
             render.error(f"validation failed ({type(exc).__name__}): {exc.render(flag_names(parser))}")
-            return EXIT_FAILURE
+            return EXIT_USER_ERROR if isinstance(exc, FidelityBelowGate) else EXIT_FAILURE  # gates: the user's call
         traceback.print_exc()
         render.error(f"internal error (a bug in edgetrim, please report it with the traceback above): {exc!r}")
         return EXIT_FAILURE

@@ -11,6 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 from rich.table import Table
 
 from edgetrim.runtime import contract
+from edgetrim.runtime.vlm_bench import target_label
 
 console = Console(stderr=False, highlight=False)
 errors = Console(stderr=True, highlight=False)
@@ -60,16 +61,32 @@ def validation_line(v: dict) -> str:
             f"(atol {v['atol']:g}), integer outputs (positions, budgets, tokens) identical"
         )
     if v["status"] == "fidelity":
-        return f"int8 fidelity gate passed: {v['note']}"
+        return f"fidelity vs the float model: {v['note']}"
     if v["status"] == "spec-only":
         return f"spec checked; {v['note']}"
     return "skipped (--no-validate)"
 
 
+def quantized_chunks(r: dict) -> str:
+    """``encoder int8-dynamic, prefill_00-01 int4-dynamic, ...``: each chunk's quantization as written."""
+    return ", ".join(f"{c['name']} {c['quantization']}" for c in r["chunks"] if c.get("quantization"))
+
+
 def export_summary(r: dict) -> None:
     weights = RANDOM if r["random_weights"] else "from checkpoint"
     rows = [("model", f"{r['model']}  (weights: {weights})"), ("kind", r["kind"])]
-    rows.append(("target", f"{r['target']} ({'vision int8, ' if r.get('vision_int8') else ''}{r['precision']})"))
+    rows.append(("target", f"{r['target']} ({r['precision']})"))
+    quant = r.get("quantization", {"mode": "none"})
+    if quant["mode"] != "none":
+        calib = quant["calibration"]
+        skipped = f", {len(calib['skipped'])} unreadable skipped" if calib["skipped"] else ""
+        rows.append(
+            (
+                "quantization",
+                f"{quant['mode']} ({quantized_chunks(r)}); calibration {calib['source']}: {calib['images']} images, "
+                f"{calib['prompts']} prompts{skipped}, sha256 {calib['sha256'][:12]}",
+            )
+        )
     if "tokens" in r:
         rows.append(
             (
@@ -113,6 +130,11 @@ def graph_cache_line(counts: dict[str, int]) -> str:
     return ", ".join(f"{counts[k]} {said[k]}" for k in said if counts.get(k))
 
 
+def verify_row(s: dict) -> list[tuple[str, str]]:
+    """How the run's open checked the files: hashed now, or unchanged since a stamped verification."""
+    return [("verify", s["verify"].describe())] if s.get("verify") else []
+
+
 def run_summary(root: Path, kind: str, s: dict, opts) -> None:
     if kind == contract.VISION_ENCODER:
         m = s["manifest"]
@@ -120,6 +142,7 @@ def run_summary(root: Path, kind: str, s: dict, opts) -> None:
         rows = [
             ("model", f"{m['source']['name']}  (weights: {RANDOM if m['source']['random_weights'] else 'checkpoint'})"),
             ("target", m["target"]),
+            *verify_row(s),
             ("chunks", s["plan"]),
             *([("onnx graphs", graph_cache_line(s["graph_cache"]))] if s["graph_cache"] else []),
             ("tokens K", f"{s['tokens']} of {available} ({s['tokens'] / available:.1%})"),
@@ -137,6 +160,7 @@ def run_summary(root: Path, kind: str, s: dict, opts) -> None:
         rows = [
             ("model", f"{m['source']['name']}  (weights: {weights})"),
             ("target", m["target"]),
+            *verify_row(s),
             (
                 "visual tokens K",
                 f"{result.visual_tokens} of {m['reduction']['available_tokens']} "
@@ -159,6 +183,7 @@ def run_summary(root: Path, kind: str, s: dict, opts) -> None:
         console.print()
         gen = s["generation"]
         rows = [
+            *verify_row(s),
             ("prompt", f"{s['prompt_tokens']} tokens"),
             ("generated", f"{len(gen.tokens)} tokens"),
             ("TTFT", f"{gen.ttft_s * 1e3:.1f} ms"),
@@ -180,6 +205,7 @@ def run_summary(root: Path, kind: str, s: dict, opts) -> None:
         rows = [
             ("model", f"{m['source']['name']}  (weights: {RANDOM if m['source']['random_weights'] else 'checkpoint'})"),
             ("target", f"{m['target']}; chunks: {s['plan']}"),
+            *verify_row(s),
             ("caption", s["caption"]),
             ("latent", f"{list(result.latent.shape)} ({m['video']['tokens_per_frame']} tokens per frame)"),
             ("steps", f"{result.steps_run} of {s['steps']} run: {tdtm} tdtm + {result.steps_run - tdtm} plain; {leap}"),
@@ -189,6 +215,7 @@ def run_summary(root: Path, kind: str, s: dict, opts) -> None:
         facts(f"edgetrim run {root}", rows)
     else:
         rows = [
+            *verify_row(s),
             ("prompt", repr(opts.prompt_text)),
             ("tokens", f"{s['tokens']} of {s['length']}"),
             ("embeddings", str(s["shape"])),
@@ -231,7 +258,7 @@ def bench_summary(kind: str, report: dict) -> None:
     meta = report["meta"]
     if kind == contract.VLM:
         rows = report["rows"]
-        label = f"{meta['target']}, vision int8" if meta.get("vision_int8") else meta["target"]
+        label = target_label(meta)
         table = Table(
             title=f"edgetrim bench {meta['model']} ({label}, {meta['max_new_tokens']} new tokens, median of "
             f"{meta['runs']})",

@@ -110,7 +110,11 @@ def export(opts: ExportOptions, step: Callable[[str], None] = lambda name: None)
                 "precision": plan.precision,
                 "model": source["name"],
                 "random_weights": source["random_weights"],
-                "chunks": [{"name": e["name"], "bytes": sum(f["bytes"] for f in e["files"])} for e in entries],
+                "chunks": [
+                    {"name": e["name"], "bytes": sum(f["bytes"] for f in e["files"])}
+                    | ({"quantization": e["quantization"]} if "quantization" in e else {})
+                    for e in entries
+                ],
                 "artifact_bytes": sum(f["bytes"] for f in all_files),
                 **plan.summary,
                 **plan.after_write(tmp, manifest),

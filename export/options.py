@@ -13,6 +13,16 @@ from pathlib import Path
 from edgetrim.runtime import contract
 from edgetrim.runtime.errors import UserError
 
+QUANTIZE_MODES = ("none", "int8", "int4")
+VISION_GATES = {
+    "gate_overlap": 0.9,  # share of the K kept positions in common with the float model
+    "gate_token_cosine": 0.99,  # cosine of every shared visual token
+}
+LANGUAGE_GATES = {
+    "gate_top1": 0.9,  # share of calibration cases whose first token equals the float model's
+    "gate_logit_cosine": 0.99,  # cosine of the first token's logits, every case
+    "gate_greedy": 0.75,  # mean share of the first greedy tokens equal to the float model's
+}
 VISION_OPTIONS = {
     "reduce": "hired",  # hired | none
     "budget": "0.2",  # a fraction with a decimal point, or an absolute K
@@ -22,13 +32,19 @@ VISION_OPTIONS = {
     "feature_layer": None,  # LLaVA-style hidden-state index, folders only
     "chunks": None,  # total chunks: embedding, block groups, head (None: one chunk)
     "chunk_mb": None,  # or block groups of at most this many MB
+    "quantize": "none",  # none | int8 (vision chunks quantize to int8 only)
+    "calib_images": None,  # folder of calibration images (None: the built-in set)
+    **VISION_GATES,
 }
 LANGUAGE_OPTIONS = {
     "prefill_length": None,  # P; None: K + 64 (vlm) or 64 (language model)
     "max_length": None,  # L; None: P + 64
     "llm_chunks": 1,  # layer groups per language-model graph
+    "quantize": "none",  # none | int8 | int4 (layers; the head stays int8)
+    "calib_prompts": None,  # file of calibration prompts, one a line (None: the built-in set)
+    **LANGUAGE_GATES,
 }
-VLM_OPTIONS = {**VISION_OPTIONS, **LANGUAGE_OPTIONS, "template": None, "vision_int8": False}
+VLM_OPTIONS = {**VISION_OPTIONS, **LANGUAGE_OPTIONS, "template": None}
 VIDEO_OPTIONS = {"frames": None, "height": None, "width": None, "cfg_batch": 2}
 TEXT_OPTIONS = {"caption_length": None}
 KIND_OPTIONS = {
@@ -64,7 +80,15 @@ class ExportOptions:
     chunk_mb: float | None = None
     # vlm
     template: str | None = None
-    vision_int8: bool | None = None
+    # quantization (vision-encoder, vlm, language-model): mode, calibration data, fidelity gates
+    quantize: str | None = None
+    calib_images: Path | None = None
+    calib_prompts: Path | None = None
+    gate_overlap: float | None = None
+    gate_token_cosine: float | None = None
+    gate_top1: float | None = None
+    gate_logit_cosine: float | None = None
+    gate_greedy: float | None = None
     # vlm and language-model
     prefill_length: int | None = None
     max_length: int | None = None
@@ -93,9 +117,10 @@ class ExportOptions:
 
     def recorded(self, kind: str, model: str) -> dict:
         """The options that rebuild this artifact (the manifest's ``export_options``): model, target, fp16,
-        and every option of the kind with its value or default."""
+        and every option of the kind with its value or default (paths as strings)."""
         base = {"model": model, "target": self.target, "fp16": self.fp16}
-        return base | {name: self.value(name, kind) for name in KIND_OPTIONS[kind]}
+        values = {name: self.value(name, kind) for name in KIND_OPTIONS[kind]}
+        return base | {k: str(v) if isinstance(v, Path) else v for k, v in values.items()}
 
 
 def check_applicable(opts: ExportOptions, kind: str) -> None:
@@ -111,6 +136,26 @@ def check_applicable(opts: ExportOptions, kind: str) -> None:
         raise UserError(
             f"`with_llm` applies to LLaVA folders (vision + language model); {opts.model_spec} is a {kind}: drop it"
         )
+
+
+def quantize_mode(opts: ExportOptions, kind: str, modes: tuple[str, ...]) -> str:
+    """The requested quantization: one of ``modes`` this kind and target can do, else refused. Gate options
+    only go with a quantized export."""
+    mode = opts.value("quantize", kind)
+    if mode not in QUANTIZE_MODES:
+        raise UserError(f"`quantize` {mode!r} is unknown: choose one of {', '.join(QUANTIZE_MODES)}")
+    if mode != "none" and mode not in modes:
+        can = ", ".join(("none", *modes))
+        raise UserError(f"`quantize` {mode} is not available for {kind} models on {opts.target}: it can do {can}")
+    if mode == "none":
+        given = [n for n in (*VISION_GATES, *LANGUAGE_GATES, "calib_images", "calib_prompts") if n in opts.given()]
+        if given:
+            raise UserError(f"`{given[0]}` applies to quantized exports: pass `quantize` int8 or int4, or drop it")
+    for name in (*VISION_GATES, *LANGUAGE_GATES):
+        value = opts.given().get(name)
+        if value is not None and not 0 <= value <= 1:
+            raise UserError(f"`{name}` {value} must lie in [0, 1]: it is a share or a cosine")
+    return mode
 
 
 def precision(target: str, fp16: bool | None, coreml_default: str = "fp16") -> str:

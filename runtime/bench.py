@@ -51,17 +51,18 @@ class BenchOptions:
     leap_at: int | None = None  # video: leap step of the candidate (default steps/2)
     step_repeats: int | None = None  # video: repeats of the one-step timing (default 3)
     onnx_load: bool | None = None  # any ONNX artifact: portable load (cold, cached) vs pre-optimized
+    verify: str | None = None  # every kind: sha256 "once" (default) or "always" before measuring
 
     def check(self, kind: str) -> None:
         if self.onnx_load:
             for f in fields(self):
-                if getattr(self, f.name) is not None and f.name not in ONNX_LOAD_OPTIONS:
+                if getattr(self, f.name) is not None and f.name not in ONNX_LOAD_OPTIONS | {"verify"}:
                     raise UserError(f"`{f.name}` does not apply with `onnx_load`, which takes runs, repeats and out")
             return
         if not KIND_OPTIONS[kind]:
             raise UserError(f"edgetrim bench does not measure {kind} artifacts: bench a vlm export of the model")
         for f in fields(self):
-            if getattr(self, f.name) is not None and f.name not in KIND_OPTIONS[kind]:
+            if getattr(self, f.name) is not None and f.name not in KIND_OPTIONS[kind] | {"verify"}:
                 takers = [k for k, names in KIND_OPTIONS.items() if f.name in names]
                 takers += ["--onnx-load"] if f.name in ONNX_LOAD_OPTIONS else []
                 raise UserError(f"`{f.name}` does not apply to {kind} artifacts; it applies to {' and '.join(takers)}")

@@ -34,7 +34,13 @@ ONNX, COREML, EXECUTORCH = "onnx", "coreml", "executorch"
 TARGETS = (ONNX, COREML, EXECUTORCH)
 PROGRAM_SUFFIX = {ONNX: ".onnx", EXECUTORCH: ".pte", COREML: ".mlpackage"}
 ORT_EXTENDED = "ort-extended"  # chunk["optimized"] (artifacts before 0.3): saved CPU-optimized; read, not written
-INT8_DYNAMIC = "int8-dynamic"  # chunk["quantization"]: ONNX Runtime dynamic int8 weight MatMuls
+# chunk["quantization"]: how a chunk's weights are stored (absent: float). "dynamic": activations are
+# quantized to int8 at run time too (ONNX Runtime dynamic MatMuls / MatMulNBits accuracy 4, XNNPACK).
+INT8_DYNAMIC = "int8-dynamic"  # int8 weights per output channel, int8 activations per run
+INT4_DYNAMIC = "int4-dynamic"  # int4 weights in blocks of 32 along the input, int8 activations per run
+INT8_WEIGHT = "int8-weight"  # weight-only int8 per output channel, float compute (Core ML, iOS 17)
+INT4_WEIGHT = "int4-weight"  # weight-only int4 in blocks of 32, float compute (Core ML, iOS 18)
+QUANTIZATIONS = (INT8_DYNAMIC, INT4_DYNAMIC, INT8_WEIGHT, INT4_WEIGHT)
 
 # ------------------------------------------------------------------------------------------- pipelines
 VISION, PREFILL, DECODE, CAPTION, DENOISER, TEXT = "vision", "prefill", "decode", "caption", "denoiser", "text_encoder"

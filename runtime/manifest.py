@@ -10,6 +10,11 @@ without it the artifact has one pipeline, all chunks in order. A chunk may hold 
 ``functions`` (e.g. ``plain`` / ``tdtm``) sharing its weights. Top-level ``files`` lists data that
 belongs to no chunk (embedding tables, tokenizer files); it is verified like chunk files. No listed
 file may resolve outside the artifact folder (symlinks included).
+
+Verification (``open_artifact``): every listed file present, inside the folder and of its listed
+size, then its sha256 -- hashed on the first open and again whenever a file's stat changed; an
+unchanged artifact is trusted from the stamp of its last verification (``verify_stamp``;
+``verify="always"`` hashes every time).
 """
 
 from __future__ import annotations
@@ -18,11 +23,13 @@ import datetime as dt
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 
-from edgetrim.runtime import contract
+from edgetrim.runtime import contract, verify_stamp
 from edgetrim.runtime.errors import UserError
+from edgetrim.runtime.verify_stamp import ONCE, POLICIES, STAMPED, VERIFIED, Verification
 
 SCHEMA_PATH = Path(__file__).with_name("manifest.schema.json")
 DAMAGED = "the manifest is damaged, re-export the artifact"
@@ -41,6 +48,8 @@ REQUIRED_KEYS = {
 class Artifact:
     root: Path
     manifest: dict
+    manifest_sha256: str = field(default="", compare=False, repr=False)  # of the manifest text parsed
+    verification: Verification | None = field(default=None, compare=False)  # set by open_artifact
 
     @property
     def target(self) -> str:
@@ -156,7 +165,8 @@ def read_manifest(root: str | Path) -> Artifact:
     if not path.is_file():
         raise UserError(f"{root} has no {contract.MANIFEST}: pass a folder written by edgetrim export")
     try:
-        manifest = json.loads(path.read_text())
+        text = path.read_text()
+        manifest = json.loads(text)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise UserError(f"{path} is not valid JSON ({exc}): re-export the artifact") from None
     if not isinstance(manifest, dict) or "schema_version" not in manifest:
@@ -178,7 +188,7 @@ def read_manifest(root: str | Path) -> Artifact:
     check_chunks(path, manifest["chunks"])
     check_pipelines(path, manifest)
     check_file_entries(path, "the artifact", manifest.get("files", []))
-    return Artifact(root, manifest)
+    return Artifact(root, manifest, hashlib.sha256(text.encode()).hexdigest())
 
 
 def check_file_entries(path: Path, owner: str, files) -> None:
@@ -254,43 +264,122 @@ def check_inside(root: Path, owner: str, entry: dict, path: Path) -> None:
             )
 
 
-def verify_entry(root: Path, owner: str, entry: dict) -> None:
-    """Refuse a listed file that is missing, resized, altered (sha256) or outside the folder."""
+def path_size(path: Path) -> int:
+    """Bytes of a file, or of the files inside a folder (as ``digest_path`` counts them)."""
+    return sum(f.stat().st_size for f in folder_files(path)) if path.is_dir() else path.stat().st_size
+
+
+def check_entry(root: Path, owner: str, entry: dict) -> Path:
+    """The cheap checks of a listed file, run on every open: present, inside the folder, of its listed size."""
     path = root / entry["path"]
     if not path.exists():
         raise UserError(f"{owner}: file {entry['path']} is missing: re-export or re-copy it")
     check_inside(root, owner, entry, path)
-    size, sha = digest_path(path)
+    size = path_size(path)
     if size != entry["bytes"]:
         raise UserError(
             f"{owner}: {entry['path']} has {size} bytes, the manifest says {entry['bytes']}: "
             "the file is truncated or replaced, re-copy the artifact"
         )
+    return path
+
+
+def verify_entry(root: Path, owner: str, entry: dict) -> None:
+    """Refuse a listed file that is missing, resized, altered (sha256) or outside the folder."""
+    path = check_entry(root, owner, entry)
+    _, sha = digest_path(path)
     if sha != entry["sha256"]:
         raise UserError(
             f"{owner}: {entry['path']} fails its sha256 check: the file is corrupted or altered, re-copy the artifact"
         )
 
 
+def listed_entries(artifact: Artifact) -> list[tuple[str, dict]]:
+    """(owner, entry) of every listed file: chunk files, then top-level data."""
+    found = [(f"chunk {chunk['name']!r}", entry) for chunk in artifact.chunks for entry in chunk["files"]]
+    return found + [(f"{entry['role']} data", entry) for entry in artifact.manifest.get("files", [])]
+
+
 def verify_files(artifact: Artifact) -> None:
     """Refuse the artifact if any listed file (of a chunk, or top-level data) is missing, resized or altered."""
-    for chunk in artifact.chunks:
-        for entry in chunk["files"]:
-            verify_entry(artifact.root, f"chunk {chunk['name']!r}", entry)
-    for entry in artifact.manifest.get("files", []):
-        verify_entry(artifact.root, f"{entry['role']} data", entry)
+    for owner, entry in listed_entries(artifact):
+        verify_entry(artifact.root, owner, entry)
 
 
-def open_artifact(root: str | Path, kinds: tuple[str, ...] = contract.KINDS) -> Artifact:
-    """Read, check and sha256-verify an artifact; refuse one whose kind is not in ``kinds``."""
+def stat_entry(path: Path) -> dict:
+    st = path.stat()
+    return {"bytes": st.st_size, "mtime_ns": st.st_mtime_ns, "ino": st.st_ino, "dev": st.st_dev}
+
+
+def snapshot(artifact: Artifact) -> tuple[dict, dict] | None:
+    """(manifest stat + sha256, artifact-relative path -> stat of every listed file and of every file inside a
+    listed folder), or None when one cannot be read."""
+    root, files = artifact.root, {}
+    try:
+        manifest = {"sha256": artifact.manifest_sha256, **stat_entry(root / contract.MANIFEST)}
+        for _, entry in listed_entries(artifact):
+            path = root / entry["path"]
+            for f in folder_files(path) if path.is_dir() else [path]:
+                files[f.relative_to(root).as_posix()] = stat_entry(f)
+    except OSError:
+        return None
+    return manifest, files
+
+
+def verify_artifact(artifact: Artifact, verify: str = ONCE) -> Artifact:
+    """The artifact with its files checked under the ``verify`` policy, and how (``.verification``).
+
+    ``once``: if the stamp of this folder's last verification matches the manifest and every file's stat,
+    only the cheap checks run; otherwise every file is hashed. ``always``: every file is hashed. A
+    verification that passes with no file changing meanwhile writes the stamp; one that fails removes it.
+    """
+    if verify not in POLICIES:
+        raise UserError(f"`verify` {verify!r} is not a policy: pass {' or '.join(POLICIES)}")
+    t0, root = time.perf_counter(), artifact.root
+    stamp = verify_stamp.load(root) if verify == ONCE else None
+    if stamp is not None:
+        try:
+            for owner, entry in listed_entries(artifact):
+                check_entry(root, owner, entry)
+            now = snapshot(artifact)
+        except UserError:  # refused below by the full verification, with the same message as without a stamp
+            now = None
+        if now is not None and verify_stamp.matches(stamp, *now):
+            return replace(artifact, verification=checked(STAMPED, artifact, now[1], t0, stamp["verified_at"]))
+    before, verified_at = snapshot(artifact), verify_stamp.now_iso()
+    try:
+        verify_files(artifact)
+    except UserError:
+        verify_stamp.remove(root)
+        raise
+    if before is not None and snapshot(artifact) == before:  # no file changed while it was hashed
+        verify_stamp.save(root, *before, verified_at)
+    files = before[1] if before is not None else None
+    return replace(artifact, verification=checked(VERIFIED, artifact, files, t0, verified_at))
+
+
+def checked(state: str, artifact: Artifact, files: dict | None, t0: float, verified_at: str) -> Verification:
+    """What an open checked: ``files`` from its snapshot (None: count the listed entries)."""
+    if files is None:
+        count, size = len(entries := listed_entries(artifact)), sum(e["bytes"] for _, e in entries)
+    else:
+        count, size = len(files), sum(f["bytes"] for f in files.values())
+    return Verification(state, count, size, (time.perf_counter() - t0) * 1e3, verified_at)
+
+
+def open_artifact(root: str | Path, kinds: tuple[str, ...] = contract.KINDS, verify: str = ONCE) -> Artifact:
+    """Read, check and sha256-verify an artifact (``verify``: ``once`` trusts the stamp of an earlier
+    verification while no file changed, ``always`` hashes every file); refuse one whose kind is not in
+    ``kinds``. ``.verification`` says which happened."""
+    if verify not in POLICIES:
+        raise UserError(f"`verify` {verify!r} is not a policy: pass {' or '.join(POLICIES)}")
     artifact = read_manifest(root)
     if artifact.kind not in kinds:
         raise UserError(
             f"{root} is a {artifact.kind} artifact; this takes {' or '.join(kinds)} artifacts: "
             "pass an artifact of that kind"
         )
-    verify_files(artifact)
-    return artifact
+    return verify_artifact(artifact, verify)
 
 
 # ------------------------------------------------------------------------------------------- writing

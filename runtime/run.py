@@ -13,7 +13,8 @@ from pathlib import Path
 
 from edgetrim.runtime import contract
 from edgetrim.runtime.errors import UserError
-from edgetrim.runtime.manifest import read_manifest
+from edgetrim.runtime.manifest import open_artifact, read_manifest, verify_artifact
+from edgetrim.runtime.verify_stamp import ONCE
 
 KIND_OPTIONS = {
     contract.VISION_ENCODER: {"image", "overlay", "json"},
@@ -29,6 +30,7 @@ DEFAULT_PROMPT = "Describe the image in one sentence."
 @dataclass
 class RunOptions:
     memory_budget_mb: float | None = None  # every kind: keep what fits resident, stream the rest
+    verify: str | None = None  # every kind: sha256 "once" (default: then trust the stamp while unchanged) or "always"
     image: Path | None = None
     overlay: Path | None = None
     json: Path | None = None
@@ -50,7 +52,7 @@ class RunOptions:
     def check(self, kind: str) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name != "memory_budget_mb" and value is not None and value is not False:
+            if f.name not in ("memory_budget_mb", "verify") and value is not None and value is not False:
                 if f.name not in KIND_OPTIONS[kind]:
                     takers = [k for k, names in KIND_OPTIONS.items() if f.name in names]
                     raise UserError(
@@ -81,7 +83,6 @@ def run_vlm(root: Path, opts: RunOptions, on_text: Callable[[str], None]) -> dic
 
 def run_language_model(root: Path, opts: RunOptions, on_text: Callable[[str], None]) -> dict:
     from edgetrim.runtime.llm import LanguageModelRunner, load_tokenizer
-    from edgetrim.runtime.manifest import open_artifact
     from edgetrim.runtime.vlm import detokenize
 
     if not opts.prompt:
@@ -127,6 +128,8 @@ def run_video(root: Path, opts: RunOptions, progress: Callable[[int, int], None]
         raise UserError("`caption` and `text_encoder` both set: pass caption embeddings or a text encoder, not both")
     if opts.prompt_text and opts.text_encoder is None:
         raise UserError("`prompt_text` on a video denoiser needs `text_encoder` DIR to encode it")
+    if opts.text_encoder is not None:  # checked under `verify` now; encode_prompt then finds its stamp
+        open_artifact(opts.text_encoder, (contract.TEXT_ENCODER,), opts.verify or ONCE)
     seed = opts.seed or 0
     noise = load_noise(opts.noise) if opts.noise is not None else None
     with VideoDenoiser(root, opts.memory_budget_mb) as denoiser:
@@ -161,21 +164,26 @@ def run(
     progress: Callable[[int, int], None] = lambda done, total: None,
 ) -> tuple[str, dict]:
     """(artifact kind, what its summary shows). ``on_text`` receives generated text as it decodes,
-    ``progress(done, total)`` the sampling steps."""
-    kind = read_manifest(root).kind
+    ``progress(done, total)`` the sampling steps. The summary's ``verify`` says how the files were checked."""
+    artifact = read_manifest(root)
+    kind = artifact.kind
     opts.check(kind)
+    # the files are checked here under `verify`; the runner's own open then finds the fresh stamp (stat only)
+    verification = verify_artifact(artifact, opts.verify or ONCE).verification
     if kind == contract.VISION_ENCODER:
         from edgetrim.runtime import vision
 
         if opts.image is None:
             raise UserError(f"{root} is a vision encoder: pass `image` PATH")
-        return kind, vision.run(root, opts.image, opts.overlay, opts.json, opts.memory_budget_mb)
-    if kind == contract.VLM:
-        return kind, run_vlm(root, opts, on_text)
-    if kind == contract.LANGUAGE_MODEL:
-        return kind, run_language_model(root, opts, on_text)
-    if kind == contract.VIDEO_DENOISER:
-        return kind, run_video(root, opts, progress)
-    from edgetrim.runtime import text
+        summary = vision.run(root, opts.image, opts.overlay, opts.json, opts.memory_budget_mb)
+    elif kind == contract.VLM:
+        summary = run_vlm(root, opts, on_text)
+    elif kind == contract.LANGUAGE_MODEL:
+        summary = run_language_model(root, opts, on_text)
+    elif kind == contract.VIDEO_DENOISER:
+        summary = run_video(root, opts, progress)
+    else:
+        from edgetrim.runtime import text
 
-    return kind, text.run(root, opts.prompt_text, opts.out, opts.memory_budget_mb)
+        summary = text.run(root, opts.prompt_text, opts.out, opts.memory_budget_mb)
+    return kind, summary | {"verify": verification}

@@ -98,7 +98,8 @@ def add_ratios(rows: list[dict]) -> dict:
 
 
 def target_label(meta: dict) -> str:
-    return f"{meta['target']}, vision int8" if meta.get("vision_int8") else meta["target"]
+    mode = meta.get("quantize", "none")
+    return meta["target"] if mode == "none" else f"{meta['target']}, {mode}"
 
 
 def markdown(meta: dict, rows: list[dict], goals: dict) -> str:

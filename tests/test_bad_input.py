@@ -134,15 +134,6 @@ def test_fp16_with_onnx(tmp_path):
     assert_user_error(proc, tmp_path, "--fp16", "coreml", "drop --fp16")
 
 
-def test_vision_int8_outside_onnx_vlm(tmp_path):
-    proc = edgetrim_export(tmp_path, "--model", "tiny-clip", "--vision-int8")
-    assert_user_error(proc, tmp_path, "--vision-int8", "applies to vlm models", "drop it")
-    proc = edgetrim_export(tmp_path, "--model", "stdit3-tiny", "--vision-int8")
-    assert_user_error(proc, tmp_path, "--vision-int8", "applies to vlm models", "drop it")
-    proc = edgetrim_export(tmp_path, "--model", "tiny-vlm", "--vision-int8", target="executorch")
-    assert_user_error(proc, tmp_path, "--vision-int8", "--target onnx", "drop --vision-int8")
-
-
 def test_unknown_target(tmp_path):
     proc = edgetrim_export(tmp_path, "--model", "tiny-clip", target="tflite")
     assert_user_error(proc, tmp_path, "'tflite'", "onnx, coreml, executorch")

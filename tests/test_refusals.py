@@ -53,7 +53,11 @@ VISION_FLAGS = [
     ["--chunk-mb", "5"],
 ]
 LM_FLAGS = [["--prefill-length", "40"], ["--max-length", "80"], ["--llm-chunks", "2"]]
-VLM_FLAGS = [["--template", "USER: <image> {prompt}"], ["--vision-int8"], ["--with-llm"]]
+VLM_FLAGS = [["--template", "USER: <image> {prompt}"], ["--with-llm"]]
+QUANTIZE_FLAGS = [["--quantize", "int8"]]
+VISION_GATE_FLAGS = [["--calib-images", "calib"], ["--gate-overlap", "0.9"], ["--gate-token-cosine", "0.9"]]
+LM_GATE_FLAGS = [["--calib-prompts", "p.txt"], ["--gate-top1", "0.9"], ["--gate-logit-cosine", "0.9"]]
+LM_GATE_FLAGS += [["--gate-greedy", "0.5"]]
 VIDEO_FLAGS = [["--frames", "4"], ["--height", "8"], ["--width", "8"], ["--cfg-batch", "1"]]
 TEXT_FLAGS = [["--caption-length", "8"]]
 MODELS = {"vision-encoder": "tiny-clip", "vlm": "tiny-vlm", "language-model": "tiny-qwen2"}
@@ -62,6 +66,9 @@ TAKERS = [  # (flags, the kinds that take them)
     (VISION_FLAGS, {"vision-encoder", "vlm"}),
     (LM_FLAGS, {"vlm", "language-model"}),
     (VLM_FLAGS, {"vlm"}),
+    (QUANTIZE_FLAGS, {"vision-encoder", "vlm", "language-model"}),
+    (VISION_GATE_FLAGS, {"vision-encoder", "vlm"}),
+    (LM_GATE_FLAGS, {"vlm", "language-model"}),
     (VIDEO_FLAGS, {"video-denoiser"}),
     (TEXT_FLAGS, {"text-encoder"}),
 ]

@@ -4,7 +4,9 @@ static KV cache, each chunked by layer groups plus a head (``edgetrim.export.sta
 Pipelines ``prefill`` and ``decode``; top-level files ``embedding`` (the token table, float16 when it
 would exceed 256 MB in float32) and the tokenizer files when the model has them; manifest section
 ``llm``. The ``vlm`` kind writes the same chunks beside its vision chunks. Check: greedy decoding
-through the runtime against transformers fed the same embeddings (first-token logits, tokens).
+through the runtime against transformers fed the same embeddings (first-token logits, tokens);
+quantized (``quantize`` int8 / int4 layers, the head int8): the language-model fidelity gates on the
+calibration prompts instead.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import torch
 
 from edgetrim.export.families import decoder
 from edgetrim.export.families.checkpoint import Source, resolve_folder
-from edgetrim.export.kinds.base import Chunk, DataFile, Plan, single
+from edgetrim.export.kinds.base import Chunk, DataFile, Plan, Quantization, quantization, single
 from edgetrim.export.options import ExportOptions, precision
 from edgetrim.export.stages.base import block_groups, stage_examples
 from edgetrim.export.stages.decoder import (
@@ -30,10 +32,14 @@ from edgetrim.export.stages.decoder import (
 from edgetrim.export.validate import Case, Check
 from edgetrim.runtime import contract
 from edgetrim.runtime.errors import UserError
+from edgetrim.runtime.llm import load_tokenizer
 
 TEXT_TOKENS = 64  # default text budget of the prefill beyond the visual tokens
 NEW_TOKENS = 64  # default room to generate beyond the prefill
 CHECK_TOKENS = 4  # greedy tokens compared at export
+GATE_TOKENS = 8  # greedy tokens a quantized model's agreement is measured over
+GATE_CASES = 4  # calibration cases the language-model gates run (each a full greedy run in PyTorch)
+QUANTIZE = ("int8", "int4")
 
 
 def lengths(opts: ExportOptions, kind: str, fixed: int, template_tokens: int = 0) -> tuple[int, int]:
@@ -55,8 +61,10 @@ def lengths(opts: ExportOptions, kind: str, fixed: int, template_tokens: int = 0
     return p, length
 
 
-def lm_chunks(lm: LanguageModel, groups: int) -> tuple[list[Chunk], dict[str, list[str]]]:
-    """Prefill and decode chunks (layer groups + head each) with example inputs, and their pipelines."""
+def lm_chunks(lm: LanguageModel, groups: int, mode: str = "none") -> tuple[list[Chunk], dict[str, list[str]]]:
+    """Prefill and decode chunks (layer groups + head each) with example inputs, and their pipelines.
+    ``mode`` int8 / int4 quantizes the layer groups; the head (final norm + LM head) is int8 either way:
+    int4 heads are known to make greedy decoding repeat itself."""
     layout = block_groups(lm.dims.layers, groups)
     chunks, pipelines = [], {}
     for graph, feeds in zip((contract.PREFILL, contract.DECODE), example_feeds(lm), strict=True):
@@ -64,7 +72,9 @@ def lm_chunks(lm: LanguageModel, groups: int) -> tuple[list[Chunk], dict[str, li
         names = [
             f"{graph}_head" if isinstance(s, HeadStage) else f"{graph}_{s.start:02d}-{s.stop - 1:02d}" for s in stages
         ]
-        chunks += [single(n, s, x) for n, s, x in zip(names, stages, stage_examples(stages, feeds), strict=True)]
+        quantize = [None if mode == "none" else "int8" if isinstance(s, HeadStage) else mode for s in stages]
+        examples = stage_examples(stages, feeds)
+        chunks += [single(*args) for args in zip(names, stages, examples, quantize, strict=True)]
         pipelines[graph] = names
     return chunks, pipelines
 
@@ -108,6 +118,12 @@ def generate_check(case: Case) -> Check:
     return Check(contract.PREFILL, [case], generate=len(case.expected["token_ids"]), relative=True)
 
 
+def gate_check(cases: list[Case], quant: Quantization) -> Check:
+    """The language-model fidelity gates over ``cases`` (greedy runs of the float model)."""
+    steps = len(cases[0].expected["token_ids"])
+    return Check(contract.PREFILL, cases, generate=steps, fidelity=quant.language_gate)
+
+
 def load(opts: ExportOptions, scratch: Path) -> tuple[torch.nn.Module, Source, Path | None]:
     """A decoder preset (byte-level tokenizer built in ``scratch``) or a causal-LM folder / hub id."""
     spec = opts.model_spec
@@ -129,12 +145,15 @@ def load(opts: ExportOptions, scratch: Path) -> tuple[torch.nn.Module, Source, P
 def plan(opts: ExportOptions, scratch: Path) -> Plan:
     kind = contract.LANGUAGE_MODEL
     model, source, tokenizer_dir = load(opts, scratch)
+    quant = quantization(opts, kind, QUANTIZE, source.random_weights)
     prefill_len, max_len = lengths(opts, kind, 0)
     lm = LanguageModel(model, max_len, prefill_len).eval()
-    chunks, pipelines = lm_chunks(lm, opts.value("llm_chunks", kind))
+    chunks, pipelines = lm_chunks(lm, opts.value("llm_chunks", kind), quant.mode)
 
     def checks(root: Path) -> list[Check]:
         table = np.load(root / contract.DATA_FILES[contract.EMBEDDING], mmap_mode="r")
+        if quant.on:
+            return [gate_check(prompt_cases(model, root, table, quant, prefill_len, max_len), quant)]
         ids = np.random.default_rng(0).integers(0, lm.dims.vocab, min(prefill_len, 12))
         embeds = np.asarray(table[ids], np.float32)
         return [generate_check(greedy_case(model, "random-ids", embeds, table, min(CHECK_TOKENS, max_len - len(ids))))]
@@ -148,6 +167,23 @@ def plan(opts: ExportOptions, scratch: Path) -> Plan:
         sections={"llm": lm_section(lm)},
         data_files=lm_files(lm, tokenizer_dir),
         checks=checks,
-        summary={"llm_layers": lm.dims.layers, "prefill_length": prefill_len, "max_length": max_len},
+        summary={"llm_layers": lm.dims.layers, "prefill_length": prefill_len, "max_length": max_len}
+        | {"quantization": quant.describe()},
         source_extra={"has_projector": False, "token_dim": lm.dims.hidden},
     )
+
+
+def prompt_cases(model, root: Path, table, quant: Quantization, prefill_len: int, max_len: int) -> list[Case]:
+    """The calibration prompts (the artifact's tokenizer; seeded random ids when it has none), at most
+    ``GATE_CASES``, each cut to the prefill length, with the float model's greedy continuation."""
+    tokenizer_file = root / "tokenizer.json"
+    rng = np.random.default_rng(0)
+    cases = []
+    for i, prompt in enumerate(quant.calibration.prompts[:GATE_CASES]):
+        if tokenizer_file.is_file():
+            ids = np.array(load_tokenizer(tokenizer_file).encode(prompt).ids[:prefill_len], np.int64)
+        else:
+            ids = rng.integers(0, table.shape[0], min(prefill_len, 12))
+        steps = min(GATE_TOKENS, max_len - len(ids))
+        cases.append(greedy_case(model, f"prompt-{i}", np.asarray(table[ids], np.float32), table, steps))
+    return cases

@@ -3,8 +3,8 @@
 Stages: the whole encoder as one chunk (``encoder``), or ``embed``, block groups ``blocks_AA-BB`` and
 ``head`` (``chunks`` / ``chunk_mb``). Pipeline ``vision``. Manifest sections ``reduction``,
 ``preprocessing``, ``outputs``. Checks: the pipeline on seeded random pixels and sample images
-against the PyTorch module (tokens within atol, positions and budgets exact); int8 chunks
-(``vision_int8``, vlm) against fidelity gates instead.
+against the PyTorch module (tokens within atol, positions and budgets exact); quantized (int8) chunks
+against fidelity gates on the calibration images instead.
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ import torch
 
 from edgetrim.calib.samples import sample_images
 from edgetrim.export.families.vision import VisionTower, load_tower
-from edgetrim.export.kinds.base import Chunk, Plan, single
+from edgetrim.export.kinds.base import Chunk, Plan, Quantization, quantization, single
 from edgetrim.export.options import ExportOptions, precision
 from edgetrim.export.reducers.budget import parse_budget, resolve_budget
 from edgetrim.export.stages.base import block_groups, stage_examples
 from edgetrim.export.stages.vision import INPUT_NAMES, OUTPUT_NAMES, BlockStage, ReducedVisionEncoder, ReductionPlan
-from edgetrim.export.validate import Case, Check, Fidelity
+from edgetrim.export.validate import Case, Check
 from edgetrim.runtime import contract
 from edgetrim.runtime.errors import UserError
 from edgetrim.runtime.preprocess import preprocess
@@ -149,6 +149,17 @@ def sections(module: ReducedVisionEncoder, requested: str, llm: bool) -> dict:
     return {"reduction": reduction, "preprocessing": preprocessing, "outputs": outputs}
 
 
+def reference_cases(module: ReducedVisionEncoder, inputs: list[tuple[str, np.ndarray]]) -> list[Case]:
+    """Each (name, pixel_values) with the PyTorch module's outputs."""
+    cases = []
+    for name, x in inputs:
+        with torch.no_grad():
+            outs = module(torch.from_numpy(x))
+        expected = {n: o.numpy() for n, o in zip(OUTPUT_NAMES, outs, strict=True)}
+        cases.append(Case(name, {contract.PIXEL_VALUES: x}, expected))
+    return cases
+
+
 def validation_cases(module: ReducedVisionEncoder) -> list[Case]:
     """Seeded random pixels and sample images, with the PyTorch module's outputs."""
     tower, plan = module.tower, module.plan
@@ -162,26 +173,29 @@ def validation_cases(module: ReducedVisionEncoder) -> list[Case]:
         inputs.append((f"random-{i}", ((pixels - mean) / std).transpose(0, 1, 4, 2, 3).copy()))
     for i, img in enumerate(sample_images(count)):
         inputs.append((f"sample-{i}", preprocess(img, s, plan.grid, tower.mean, tower.std)))
-    cases = []
-    for name, x in inputs:
-        with torch.no_grad():
-            outs = module(torch.from_numpy(x))
-        expected = {n: o.numpy() for n, o in zip(OUTPUT_NAMES, outs, strict=True)}
-        cases.append(Case(name, {contract.PIXEL_VALUES: x}, expected))
-    return cases
+    return reference_cases(module, inputs)
 
 
-def vision_check(module: ReducedVisionEncoder, int8: bool) -> Check:
-    return Check(contract.VISION, validation_cases(module), fidelity=Fidelity() if int8 else None)
+def vision_check(module: ReducedVisionEncoder, quant: Quantization) -> Check:
+    """Parity on validation inputs; quantized: the fidelity gates on every calibration image."""
+    if not quant.on:
+        return Check(contract.VISION, validation_cases(module))
+    tower, calib = module.tower, quant.calibration
+    inputs = [
+        (name, preprocess(img, tower.image_size, module.plan.grid, tower.mean, tower.std))
+        for name, img in zip(calib.image_names, calib.images, strict=True)
+    ]
+    return Check(contract.VISION, reference_cases(module, inputs), fidelity=quant.vision_gate)
 
 
-def build_encoder(tower: VisionTower, opts: ExportOptions, kind: str) -> tuple[ReducedVisionEncoder, list[Chunk]]:
-    """The reduced encoder module (the reference) and its chunks."""
+def build_encoder(
+    tower: VisionTower, opts: ExportOptions, kind: str, quant: Quantization
+) -> tuple[ReducedVisionEncoder, list[Chunk]]:
+    """The reduced encoder module (the reference) and its chunks (int8 when quantized, whatever the mode)."""
     plan = reduction_plan(tower, opts, kind)
     groups = block_layout(tower, opts, kind)
     module = ReducedVisionEncoder(tower, plan, groups).eval()
-    quantize = contract.INT8_DYNAMIC if kind == contract.VLM and opts.value("vision_int8", kind) else None
-    return module, encoder_chunks(module, groups, quantize)
+    return module, encoder_chunks(module, groups, "int8" if quant.on else None)
 
 
 def summary(module: ReducedVisionEncoder) -> dict:
@@ -198,7 +212,8 @@ def summary(module: ReducedVisionEncoder) -> dict:
 def plan(opts: ExportOptions, scratch) -> Plan:
     kind = contract.VISION_ENCODER
     tower = load_tower(opts.model_spec, opts.value("feature_layer", kind))
-    module, chunks = build_encoder(tower, opts, kind)
+    quant = quantization(opts, kind, ("int8",), tower.source.random_weights)
+    module, chunks = build_encoder(tower, opts, kind, quant)
     return Plan(
         kind=kind,
         source=tower.source,
@@ -206,7 +221,7 @@ def plan(opts: ExportOptions, scratch) -> Plan:
         chunks=chunks,
         pipelines={contract.VISION: [c.name for c in chunks]},
         sections=sections(module, str(opts.value("budget", kind)), llm=False),
-        checks=lambda root: [vision_check(module, int8=False)],
-        summary=summary(module),
+        checks=lambda root: [vision_check(module, quant)],
+        summary=summary(module) | {"quantization": quant.describe()},
         source_extra={"has_projector": tower.projector is not None, "token_dim": tower.output_size},
     )

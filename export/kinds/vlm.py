@@ -4,8 +4,10 @@ Pipelines ``vision`` (pixels -> K visual tokens in the LLM's embedding space), `
 ``decode`` (``edgetrim.export.kinds.language_model``); top-level files ``embedding`` and the
 tokenizer files; sections ``reduction``, ``preprocessing``, ``outputs`` and ``llm`` (dims, P = K +
 text budget, L = P + new-token budget, the prompt template, the image token id, the stop ids).
-Checks: the vision pipeline (parity, or int8 fidelity), then greedy decoding through the runtime
-against transformers, both fed the PyTorch HiRED tokens of a sample image spliced into a prompt.
+Checks: the vision pipeline (parity), then greedy decoding through the runtime against transformers,
+both fed the PyTorch HiRED tokens of a sample image spliced into a prompt. Quantized (``quantize``:
+vision int8, language-model layers int8 / int4, head int8): the vision and language-model fidelity
+gates on the calibration images x prompts instead.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from edgetrim.export.families import decoder
 from edgetrim.export.families.checkpoint import read_config, resolve_folder
 from edgetrim.export.families.vision import LLAVA_TYPES, VisionTower, build_preset, load_tower
 from edgetrim.export.kinds import language_model, vision
-from edgetrim.export.kinds.base import Plan
+from edgetrim.export.kinds.base import Plan, Quantization, quantization
 from edgetrim.export.options import ExportOptions, precision
 from edgetrim.export.presets import VLM_PRESETS
 from edgetrim.export.stages.decoder import LanguageModel
@@ -83,21 +85,33 @@ def load_folder(spec: str, feature_layer: int | None) -> VlmSource:
     )
 
 
-def llm_check(src: VlmSource, module, template: str, root: Path) -> Check:
-    """The staged artifact's own tokenizer and table build the prompt around the PyTorch HiRED tokens of a
-    sample image; the runtime's greedy decoding must equal transformers' on it."""
+def llm_check(src: VlmSource, module, template: str, root: Path, quant: Quantization) -> Check:
+    """The staged artifact's own tokenizer and table build the prompt around the PyTorch HiRED tokens of an
+    image; the runtime's greedy decoding must equal transformers' on it (a sample image and prompt), or
+    pass the language-model gates (calibration images x prompts, at most ``GATE_CASES``)."""
     pp = module.tower
-    image = sample_images(1)[0]
-    x = preprocess(image, pp.image_size, module.plan.grid, pp.mean, pp.std)
-    with torch.no_grad():
-        visual = module(torch.from_numpy(x))[0][0].numpy()
     table = np.load(root / contract.DATA_FILES[contract.EMBEDDING], mmap_mode="r")
     tokenizer = load_tokenizer(root / "tokenizer.json")
-    ids = prompt_ids(tokenizer, template, VALIDATION_PROMPT, src.image_token_id)
-    embeds = splice_visual(ids, table, visual, src.image_token_id)
-    return language_model.generate_check(
-        language_model.greedy_case(src.model, "sample-0 + prompt", embeds, table, language_model.CHECK_TOKENS)
-    )
+
+    def case(name: str, image, prompt: str, steps: int):
+        x = preprocess(image, pp.image_size, module.plan.grid, pp.mean, pp.std)
+        with torch.no_grad():
+            visual = module(torch.from_numpy(x))[0][0].numpy()
+        ids = prompt_ids(tokenizer, template, prompt, src.image_token_id)
+        embeds = splice_visual(ids, table, visual, src.image_token_id)
+        return language_model.greedy_case(src.model, name, embeds, table, steps)
+
+    if not quant.on:
+        return language_model.generate_check(
+            case("sample-0 + prompt", sample_images(1)[0], VALIDATION_PROMPT, language_model.CHECK_TOKENS)
+        )
+    calib = quant.calibration
+    pairs = [(i, p) for p in range(len(calib.prompts)) for i in range(len(calib.images))][: language_model.GATE_CASES]
+    cases = [
+        case(f"{calib.image_names[i]} + prompt-{p}", calib.images[i], calib.prompts[p], language_model.GATE_TOKENS)
+        for i, p in pairs
+    ]
+    return language_model.gate_check(cases, quant)
 
 
 def plan(opts: ExportOptions, scratch: Path) -> Plan:
@@ -105,12 +119,6 @@ def plan(opts: ExportOptions, scratch: Path) -> Plan:
     template = opts.value("template", kind)
     if template is not None:
         check_template(template)
-    int8 = bool(opts.value("vision_int8", kind))
-    if int8 and opts.target != contract.ONNX:
-        raise UserError(
-            f"`vision_int8` is for `target` onnx (ONNX Runtime's dynamic int8 MatMuls); {opts.target} vision chunks "
-            "stay float: drop `vision_int8`"
-        )
     feature_layer = opts.value("feature_layer", kind)
     spec = opts.model_spec
     src = load_preset(spec, scratch, feature_layer) if spec in VLM_PRESETS else load_folder(spec, feature_layer)
@@ -118,7 +126,8 @@ def plan(opts: ExportOptions, scratch: Path) -> Plan:
     if not template:
         raise UserError(f"no chat template is known for a {src.model.config.model_type} LLM: pass `template`")
     check_template(template)
-    module, vision_chunks = vision.build_encoder(src.tower, opts, kind)
+    quant = quantization(opts, kind, language_model.QUANTIZE, spec in VLM_PRESETS)
+    module, vision_chunks = vision.build_encoder(src.tower, opts, kind, quant)
     k = module.plan.budget.total
     tok = load_tokenizer(src.tokenizer_dir)
     vocab = src.model.get_output_embeddings().out_features
@@ -135,7 +144,7 @@ def plan(opts: ExportOptions, scratch: Path) -> Plan:
             f"the vision tokens are {src.tower.output_size}-wide but the language model is {lm.dims.hidden}-wide: "
             "the checkpoint's projector does not match its language model"
         )
-    lm_chunks, lm_pipelines = language_model.lm_chunks(lm, opts.value("llm_chunks", kind))
+    lm_chunks, lm_pipelines = language_model.lm_chunks(lm, opts.value("llm_chunks", kind), quant.mode)
     llm = language_model.lm_section(lm) | {
         "visual_tokens": k,
         "text_budget": prefill_len - k,
@@ -155,9 +164,9 @@ def plan(opts: ExportOptions, scratch: Path) -> Plan:
         pipelines={contract.VISION: [c.name for c in vision_chunks], **lm_pipelines},
         sections=sections,
         data_files=language_model.lm_files(lm, src.tokenizer_dir),
-        checks=lambda root: [vision.vision_check(module, int8), llm_check(src, module, template, root)],
+        checks=lambda root: [vision.vision_check(module, quant), llm_check(src, module, template, root, quant)],
         summary=vision.summary(module)
-        | {"vision_int8": int8, "llm_layers": lm.dims.layers, "prefill_length": prefill_len, "max_length": max_len}
-        | {"embedding_dtype": llm["embedding_dtype"]},
+        | {"quantization": quant.describe(), "llm_layers": lm.dims.layers}
+        | {"prefill_length": prefill_len, "max_length": max_len, "embedding_dtype": llm["embedding_dtype"]},
         source_extra={"has_projector": True, "token_dim": src.tower.output_size},
     )

@@ -6,6 +6,13 @@ stored once.
 
 Integer bookkeeping (budgets, ranks, positions) must stay exact: coremltools lowers some int64
 ops through float casts, so under fp16 those float ops are kept in fp32 (``keep_integers_fp32``).
+Weight-only quantization (``quantize``, ``QUANTIZE``): the const weights of ``linear`` / ``conv`` ops
+(at least ``WEIGHT_MIN_ELEMENTS`` elements) are stored linear-symmetric int8 per output channel
+(iOS 17, ``constexpr_affine_dequantize``) or int4 in blocks of 32 along the input (iOS 18,
+``constexpr_blockwise_shift_scale``), dequantized at load: compute stays float. The compression
+pass runs at the end of the conversion's own pass pipeline, after the fp16 casts; every other const
+(norms, biases, tables, integer bookkeeping) stays as converted. A multifunction package is an iOS 18
+spec whatever its functions' target (``save_multifunction``); its int8 functions keep their iOS 17 ops.
 Prediction needs macOS; on Linux the saved spec is what can be checked.
 """
 
@@ -22,6 +29,11 @@ from edgetrim.export.targets.base import ChunkFiles, Functions
 from edgetrim.runtime import contract
 
 MAIN = "main"  # the function of a single-function CoreML model
+QUANTIZE: dict[str, str] = {"int8": contract.INT8_WEIGHT, "int4": contract.INT4_WEIGHT}
+WEIGHT_OPS = ("linear", "conv", "conv_transpose")  # ops whose const weights are quantized
+WEIGHT_MIN_ELEMENTS = 2048  # weights with fewer elements (norms, biases, small tables) stay float
+INT4_BLOCK = 32  # int4 weights: one scale per 32 input elements of an output channel
+QUANTIZED_OPS = ("constexpr_affine_dequantize", "constexpr_blockwise_shift_scale")  # iOS 17 int8, iOS 18 int4
 NUMPY_DTYPES = {torch.float32: np.float32, torch.int64: np.int32}
 INT_TYPES = ("int", "bool")
 
@@ -56,10 +68,64 @@ def keep_integers_fp32(op) -> bool:
     return not any(getattr(v, "name", None) in cache for v in op.inputs.values())
 
 
-def convert(module: torch.nn.Module, example: tuple[torch.Tensor, ...], path: Path, fp16: bool) -> None:
-    """Convert ``module`` at the static shapes of ``example`` and save an .mlpackage at ``path``."""
+def quantize_mode(quantize: str | None) -> str | None:
+    """``int8`` / ``int4`` (or the contract's names for them) -> the ``QUANTIZE`` key; None stays None."""
+    if quantize is None:
+        return None
+    for key, name in QUANTIZE.items():
+        if quantize in (key, name):
+            return key
+    choices = ", ".join(f"{k} ({v})" for k, v in QUANTIZE.items())
+    raise ValueError(f"CoreML quantization {quantize!r} is unknown: choose one of {choices}, or None for float")
+
+
+def quantizer_config(mode: str):
+    """The weight-only linear quantizer for ``mode`` (``int8`` / ``int4``), on ``WEIGHT_OPS`` only."""
+    from coremltools.optimize.coreml import OpLinearQuantizerConfig, OptimizationConfig
+
+    if mode == "int8":
+        op = OpLinearQuantizerConfig(
+            mode="linear_symmetric", dtype="int8", granularity="per_channel", weight_threshold=WEIGHT_MIN_ELEMENTS - 1
+        )
+    else:
+        op = OpLinearQuantizerConfig(
+            mode="linear_symmetric",
+            dtype="int4",
+            granularity="per_block",
+            block_size=INT4_BLOCK,
+            weight_threshold=WEIGHT_MIN_ELEMENTS - 1,
+        )
+    return OptimizationConfig(op_type_configs=dict.fromkeys(WEIGHT_OPS, op))
+
+
+def deployment_target(mode: str | None):
+    """iOS 17, iOS 18 for int4 per-block weights (``constexpr_blockwise_shift_scale``)."""
     import coremltools as ct
 
+    return ct.target.iOS18 if mode == "int4" else ct.target.iOS17
+
+
+def pass_pipeline(mode: str | None):
+    """None (the converter's default passes) for float; quantized: the default passes, then
+    ``compression::linear_quantize_weights`` (after the fp16 casts: fp16 weights are what it quantizes)."""
+    import coremltools as ct
+
+    if mode is None:
+        return None
+    pipeline = ct.PassPipeline.DEFAULT
+    pipeline.append_pass("compression::linear_quantize_weights")
+    pipeline.set_options("compression::linear_quantize_weights", {"config": quantizer_config(mode)})
+    return pipeline
+
+
+def convert(
+    module: torch.nn.Module, example: tuple[torch.Tensor, ...], path: Path, fp16: bool, quantize: str | None = None
+) -> None:
+    """Convert ``module`` at the static shapes of ``example`` and save an .mlpackage at ``path``;
+    ``quantize`` ``int8`` / ``int4``: weight-only quantized weights (see the module docstring)."""
+    import coremltools as ct
+
+    mode = quantize_mode(quantize)
     with torch.no_grad():
         outputs = module(*example)
         outputs = outputs if isinstance(outputs, tuple) else (outputs,)
@@ -75,9 +141,10 @@ def convert(module: torch.nn.Module, example: tuple[torch.Tensor, ...], path: Pa
             ct.TensorType(name=name, dtype=NUMPY_DTYPES[out.dtype])
             for name, out in zip(module.output_names, outputs, strict=True)
         ],
-        minimum_deployment_target=ct.target.iOS17,
+        minimum_deployment_target=deployment_target(mode),
         compute_precision=precision,
         convert_to="mlprogram",
+        pass_pipeline=pass_pipeline(mode),
     )
     model.short_description = (
         "edgetrim chunk: " + ", ".join(module.input_names) + " -> " + ", ".join(module.output_names)
@@ -88,32 +155,53 @@ def convert(module: torch.nn.Module, example: tuple[torch.Tensor, ...], path: Pa
 def write(
     functions: Functions, example: tuple, folder: Path, stem: str, fp16: bool = True, quantize: str | None = None
 ) -> ChunkFiles:
-    del quantize  # no quantized CoreML mode yet
+    """One chunk as one .mlpackage (several functions: one multifunction package, equal weights stored
+    once). ``quantize``: None (float), ``int8`` or ``int4`` weight-only (``QUANTIZE``), each function
+    quantized as it is converted, before the multifunction save."""
     import coremltools as ct
 
+    mode = quantize_mode(quantize)
+    extra = {"quantization": QUANTIZE[mode]} if mode else {}
     path = folder / f"{stem}{contract.PROGRAM_SUFFIX[contract.COREML]}"
     if len(functions) == 1:
         ((function, stage),) = functions.items()
-        convert(stage, example, path, fp16)
-        return ChunkFiles([(path, contract.PROGRAM)], {function: {"file": path.name, "method": MAIN}})
+        convert(stage, example, path, fp16, mode)
+        return ChunkFiles([(path, contract.PROGRAM)], {function: {"file": path.name, "method": MAIN}}, extra)
     tmp = Path(tempfile.mkdtemp(prefix=".coreml-", dir=folder))
     try:
         desc = ct.utils.MultiFunctionDescriptor()
         for function, stage in functions.items():
             single = tmp / f"{function}.mlpackage"
-            convert(stage, example, single, fp16)
+            convert(stage, example, single, fp16, mode)
             desc.add_function(str(single), src_function_name=MAIN, target_function_name=contract.method_name(function))
         desc.default_function_name = contract.method_name(next(iter(functions)))
         ct.utils.save_multifunction(desc, str(path))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     methods = {f: {"file": path.name, "method": contract.method_name(f)} for f in functions}
-    return ChunkFiles([(path, contract.PROGRAM)], methods)
+    return ChunkFiles([(path, contract.PROGRAM)], methods, extra)
+
+
+def quantized_dtype(op) -> str | None:
+    """The stored dtype (``int8``, ``int4``, ...) of a weight-quantization op's data, from the spec."""
+    from coremltools.proto import MIL_pb2
+
+    if op.type == "constexpr_affine_dequantize":  # iOS 16/17: the data is an attribute
+        value = op.attributes.get("quantized_data")
+    elif op.type == "constexpr_blockwise_shift_scale":  # iOS 18: the data is an input
+        args = op.inputs["data"].arguments if "data" in op.inputs else []
+        value = args[0].value if args and args[0].HasField("value") else None
+    else:
+        return None
+    return None if value is None else MIL_pb2.DataType.Name(value.type.tensorType.dataType).lower()
 
 
 def spec_summary(path: Path) -> dict:
     """A saved .mlpackage read without macOS: ``functions`` {name: {inputs, outputs}} (``main`` for a
-    single-function model; each input/output {name, shape, dtype}), op counts, spec version."""
+    single-function model; each input/output {name, shape, dtype}), op counts (``ops``, every function),
+    ``spec_version`` and its ``deployment_target`` (e.g. ``iOS17``), ``opsets`` (e.g. ``CoreML7``),
+    ``quantization_ops`` (counts of ``QUANTIZED_OPS``) and ``quantized_dtypes`` (their stored weight
+    dtypes, e.g. {"int4": 10}): both empty for float weights."""
     import coremltools as ct
 
     spec = ct.models.MLModel(str(path), skip_model_load=True).get_spec()
@@ -132,8 +220,26 @@ def spec_summary(path: Path) -> dict:
     else:
         functions = {MAIN: {"inputs": features(spec.description.input), "outputs": features(spec.description.output)}}
     ops: dict[str, int] = {}
+    quantized: dict[str, int] = {}
+    opsets: set[str] = set()
     for function in spec.mlProgram.functions.values():
+        opsets.add(function.opset)
         for block in function.block_specializations.values():
             for op in block.operations:
                 ops[op.type] = ops.get(op.type, 0) + 1
-    return {"functions": functions, "ops": ops, "spec_version": spec.specificationVersion}
+                dtype = quantized_dtype(op) if op.type in QUANTIZED_OPS else None
+                if dtype is not None:
+                    quantized[dtype] = quantized.get(dtype, 0) + 1
+    try:
+        target = ct.target(spec.specificationVersion).name
+    except ValueError:
+        target = None
+    return {
+        "functions": functions,
+        "ops": ops,
+        "spec_version": spec.specificationVersion,
+        "deployment_target": target,
+        "opsets": sorted(opsets),
+        "quantization_ops": {t: ops[t] for t in QUANTIZED_OPS if t in ops},
+        "quantized_dtypes": quantized,
+    }

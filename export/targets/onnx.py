@@ -1,7 +1,9 @@
 """ONNX target: each function of a chunk is one graph; all graphs of a chunk share one external-data file.
 
 Per function: torch.onnx dynamo export (opset 18; the exporter's own optimizer folds constants and
-keeps standard ops) -> optionally ONNX Runtime's dynamic int8 weight MatMuls. The graph stays
+keeps standard ops) -> optionally quantized with ONNX Runtime's own quantizers: ``int8`` = dynamic
+int8 weight MatMuls (standard-domain integer ops), ``int4`` = MatMulNBits (com.microsoft: int4
+weights in blocks of 32, int8 compute where the CPU has it). The graph stays
 portable: ONNX Runtime's provider-specific fusions are applied where it runs, at load, and cached
 per machine (``edgetrim.runtime.onnx_cache``). Then every graph is written with its weights
 (>= 64 bytes) in ``<stem>.onnx.data``, 64-byte aligned, a tensor present in several graphs (same
@@ -12,8 +14,11 @@ Files: ``<stem>.onnx`` (one function) or ``<stem>.<function>.onnx`` (several), a
 from __future__ import annotations
 
 import hashlib
+import logging
 import tempfile
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -25,6 +30,8 @@ OPSET = 18
 INLINE_BYTES = 64  # initializers below this stay inside each graph (duplicated, negligible)
 ALIGN = 64
 WEIGHT_TYPES = (1, 2, 3, 10, 11, 16)  # onnx.TensorProto FLOAT, UINT8, INT8, FLOAT16, DOUBLE, BFLOAT16
+QUANTIZE = {"int8": contract.INT8_DYNAMIC, "int4": contract.INT4_DYNAMIC}  # request -> the manifest's mark
+BLOCK = 32  # int4: weights quantized in blocks of 32 along the input dimension
 
 
 def export_graph(stage: torch.nn.Module, example: tuple[torch.Tensor, ...], path: Path) -> Path:
@@ -56,7 +63,7 @@ def quantize_int8_dynamic(src: Path, dst: Path) -> Path:
     quantized per run); attention's activation products stay float."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    with warnings.catch_warnings():
+    with quiet_root_logger(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         quantize_dynamic(
             src,
@@ -68,6 +75,39 @@ def quantize_int8_dynamic(src: Path, dst: Path) -> Path:
             extra_options={"MatMulConstBOnly": True},
             use_external_data_format=True,
         )
+    return dst
+
+
+@contextmanager
+def quiet_root_logger() -> Iterator[None]:
+    """ONNX Runtime's quantizers configure the root logger at import (INFO, a stderr handler) and log every
+    node: keep both to the quantization and restore the caller's logging after."""
+    root = logging.getLogger()
+    level, handlers = root.level, root.handlers[:]
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+
+
+def quantize_int4_blocks(src: Path, dst: Path) -> Path:
+    """Weight MatMuls -> MatMulNBits: symmetric int4 weights in blocks of ``BLOCK`` along the input, int8
+    compute (``accuracy_level`` 4: activations quantized per run where the CPU has int8 dot products).
+    A MatMul whose input width is not a multiple of the block stays float."""
+    import onnx
+
+    with quiet_root_logger():
+        from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+    model = onnx.load(str(src))
+    with quiet_root_logger(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        quantizer = MatMulNBitsQuantizer(
+            model, bits=4, block_size=BLOCK, is_symmetric=True, accuracy_level=4, op_types_to_quantize=("MatMul",)
+        )
+        quantizer.process()
+    quantizer.model.save_model_to_file(str(dst), use_external_data_format=True)
     return dst
 
 
@@ -122,19 +162,20 @@ def write_shared(graphs: dict[str, Path], folder: Path, stem: str) -> tuple[dict
 def write(
     functions: Functions, example: tuple, folder: Path, stem: str, fp16: bool = False, quantize: str | None = None
 ) -> ChunkFiles:
-    """One chunk: every function as a graph, weights shared. ``quantize``: None or ``int8-dynamic``."""
+    """One chunk: every function as a graph, weights shared. ``quantize``: None, ``int8`` or ``int4``."""
     del fp16  # ONNX artifacts are fp32
+    quantizer = {"int8": quantize_int8_dynamic, "int4": quantize_int4_blocks}.get(quantize or "")
     graphs = {}
     with tempfile.TemporaryDirectory(prefix=".onnx-", dir=folder) as tmp:
         for function, stage in functions.items():
             path = export_graph(stage, example, Path(tmp) / f"{function}.onnx")
-            if quantize == contract.INT8_DYNAMIC:
-                path = quantize_int8_dynamic(path, Path(tmp) / f"{function}.int8.onnx")
+            if quantizer:
+                path = quantizer(path, Path(tmp) / f"{function}.{quantize}.onnx")
             graphs[function] = path
         paths, data_path = write_shared(graphs, folder, stem)
     names = list(paths)
     files = [(paths[f], contract.program_role(f, i == 0)) for i, f in enumerate(names)]
-    extra = {"quantization": quantize} if quantize else {}
+    extra = {"quantization": QUANTIZE[quantize]} if quantize else {}
     return ChunkFiles(files + [(data_path, contract.EXTERNAL_DATA)], {f: {"file": paths[f].name} for f in names}, extra)
 
 

@@ -29,8 +29,16 @@ public enum Contract {
     public static let programSuffix = [onnx: ".onnx", executorch: ".pte", coreml: ".mlpackage"]
     /// `chunk.optimized`: saved after ONNX Runtime's extended optimizations.
     public static let ortExtended = "ort-extended"
-    /// `chunk.quantization`: ONNX Runtime dynamic int8 weight MatMuls.
+    // `chunk.quantization`: how a chunk's weights are stored (absent: float); "dynamic": int8 activations per run too
+    /// int8 weights per output channel, int8 activations per run.
     public static let int8Dynamic = "int8-dynamic"
+    /// int4 weights in blocks of 32 along the input, int8 activations per run.
+    public static let int4Dynamic = "int4-dynamic"
+    /// Weight-only int8 per output channel, float compute (Core ML, iOS 17).
+    public static let int8Weight = "int8-weight"
+    /// Weight-only int4 in blocks of 32, float compute (Core ML, iOS 18).
+    public static let int4Weight = "int4-weight"
+    public static let quantizations = [int8Dynamic, int4Dynamic, int8Weight, int4Weight]
 
     // MARK: pipelines
 

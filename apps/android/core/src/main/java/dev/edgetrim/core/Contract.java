@@ -36,8 +36,16 @@ public final class Contract {
     public static final Map<String, String> PROGRAM_SUFFIX = ordered(ONNX, ".onnx", EXECUTORCH, ".pte", COREML, ".mlpackage");
     /** {@code chunk.optimized}: saved after ONNX Runtime's extended optimizations. */
     public static final String ORT_EXTENDED = "ort-extended";
-    /** {@code chunk.quantization}: ONNX Runtime dynamic int8 weight MatMuls. */
+    // chunk.quantization: how a chunk's weights are stored (absent: float); "dynamic": int8 activations per run too
+    /** int8 weights per output channel, int8 activations per run. */
     public static final String INT8_DYNAMIC = "int8-dynamic";
+    /** int4 weights in blocks of 32 along the input, int8 activations per run. */
+    public static final String INT4_DYNAMIC = "int4-dynamic";
+    /** Weight-only int8 per output channel, float compute (Core ML, iOS 17). */
+    public static final String INT8_WEIGHT = "int8-weight";
+    /** Weight-only int4 in blocks of 32, float compute (Core ML, iOS 18). */
+    public static final String INT4_WEIGHT = "int4-weight";
+    public static final List<String> QUANTIZATIONS = List.of(INT8_DYNAMIC, INT4_DYNAMIC, INT8_WEIGHT, INT4_WEIGHT);
 
     // pipelines
     public static final String VISION = "vision";

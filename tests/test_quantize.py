@@ -1,0 +1,163 @@
+"""Quantized exports (ONNX): int4 / int8 language-model layers, an int8 head and int8 vision chunks,
+held to fidelity gates on a calibration set; the option's refusals.
+
+* tiny-qwen2 ``--quantize int4``: MatMulNBits in every layer graph, an int8 head, the chunk marks, under
+  0.4x the fp32 bytes, the gates' figures in the report (random weights: reported, not gated), and the
+  torch-free runtime generates from it.
+* A checkpoint folder (save_pretrained) is gated: an unreachable gate refuses the export in one line.
+* The gates themselves on synthetic logits; calibration folders (unreadable images skipped and counted).
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from test_bad_input import assert_user_error, edgetrim_export
+
+from edgetrim.cli.main import main
+from edgetrim.export.families.decoder import random_causal_lm, tiny_qwen2_config
+from edgetrim.export.validate import FidelityBelowGate, LanguageFidelity, language_fidelity_case, language_fidelity_gate
+from edgetrim.runtime import contract
+
+QUANTIZED_OPS = {"MatMulInteger", "DynamicQuantizeMatMul", "MatMulIntegerToFloat"}
+
+
+def ops(path) -> set[str]:
+    return {n.op_type for n in onnx.load(str(path), load_external_data=False).graph.node}
+
+
+def float_weight_matmuls(path) -> list[str]:
+    """MatMul / Gemm nodes whose weight is a float initializer (attention's activation products are not)."""
+    graph = onnx.load(str(path), load_external_data=False).graph
+    floats = {t.name for t in graph.initializer if t.data_type == onnx.TensorProto.FLOAT}
+    return [n.name for n in graph.node if n.op_type in ("MatMul", "Gemm") and n.input[1] in floats]
+
+
+@pytest.fixture(scope="module")
+def int4_lm(tmp_path_factory):
+    root = tmp_path_factory.mktemp("quantized")
+    out = root / "lm-int4"
+    assert main(["export", "--target", "onnx", "--model", "tiny-qwen2", "--quantize", "int4", "--out", str(out)]) == 0
+    fp32 = root / "lm-fp32"
+    assert main(["export", "--target", "onnx", "--model", "tiny-qwen2", "--no-validate", "--out", str(fp32)]) == 0
+    return out, fp32
+
+
+def test_int4_language_model(int4_lm, capsys):
+    out, fp32 = int4_lm
+    manifest = json.loads((out / "manifest.json").read_text())
+    marks = {c["name"]: c.get("quantization") for c in manifest["chunks"]}
+    assert marks == {
+        "prefill_00-01": contract.INT4_DYNAMIC,
+        "prefill_head": contract.INT8_DYNAMIC,
+        "decode_00-01": contract.INT4_DYNAMIC,
+        "decode_head": contract.INT8_DYNAMIC,
+    }
+    for chunk in manifest["chunks"]:
+        graph = out / chunk["files"][0]["path"]
+        assert float_weight_matmuls(graph) == [], chunk["name"]
+        wanted = {"MatMulNBits"} if chunk["quantization"] == contract.INT4_DYNAMIC else QUANTIZED_OPS
+        assert ops(graph) & wanted, (chunk["name"], ops(graph))
+    assert manifest["export_options"]["quantize"] == "int4"
+    sizes = {c["name"]: sum(f["bytes"] for f in c["files"]) for c in manifest["chunks"]}
+    float_sizes = {
+        c["name"]: sum(f["bytes"] for f in c["files"])
+        for c in json.loads((fp32 / "manifest.json").read_text())["chunks"]
+    }
+    for name in ("prefill_00-01", "decode_00-01"):
+        assert sizes[name] < 0.4 * float_sizes[name], (name, sizes[name], float_sizes[name])
+
+    report = json.loads((out / "report.json").read_text())
+    assert report["quantization"]["mode"] == "int4"
+    calib = report["quantization"]["calibration"]
+    assert calib["source"] == "built-in" and calib["prompts"] == 4 and len(calib["sha256"]) == 64
+    validation = report["validation"]
+    assert validation["status"] == "fidelity" and "not gated" in validation["note"]
+    cases = [c for c in validation["cases"] if "logit_cosine" in c]
+    assert len(cases) == 4 and all(-1 <= c["logit_cosine"] <= 1 for c in cases)
+    agreement = next(c for c in validation["cases"] if c["case"] == "prefill/agreement")
+    assert agreement["gated"] is False and 0 <= agreement["top1_agreement"] <= 1
+
+    capsys.readouterr()
+    assert main(["run", str(out), "--prompt", "Hello there", "--max-new-tokens", "3"]) == 0
+    assert "tokens/s" in capsys.readouterr().out
+
+
+def test_int8_vision_encoder_with_a_calibration_folder(tmp_path, sample_png):
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    for name in ("a.png", "b.jpg"):
+        from PIL import Image
+
+        Image.open(sample_png).convert("RGB").resize((96 + len(name) * 8, 80)).save(calib / name)
+    (calib / "broken.png").write_bytes(b"not a png")
+    out = tmp_path / "clip-int8"
+    args = ["export", "--target", "onnx", "--model", "tiny-clip", "--quantize", "int8"]
+    assert main([*args, "--calib-images", str(calib), "--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    described = report["quantization"]["calibration"]
+    assert described["images"] == 2 and len(described["skipped"]) == 1 and "broken.png" in described["skipped"][0]
+    gated = [c for c in report["validation"]["cases"] if "kept_overlap" in c]
+    assert [c["case"].rsplit("/", 1)[1] for c in gated] == ["a.png", "b.jpg"]
+    assert all(c["k_exact"] and c["passed"] for c in gated)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert {c.get("quantization") for c in manifest["chunks"]} == {contract.INT8_DYNAMIC}
+    assert manifest["export_options"]["calib_images"] == str(calib)
+
+
+def test_a_checkpoint_folder_is_gated_and_refused_below_the_gate(tmp_path):
+    folder = tmp_path / "qwen"
+    random_causal_lm(tiny_qwen2_config(max_len=64), seed=5).save_pretrained(folder)
+    proc = edgetrim_export(tmp_path, "--model", str(folder), "--quantize", "int4", "--gate-logit-cosine", "0.999999")
+    assert "--gate-logit-cosine 0.999999" in assert_user_error(proc, tmp_path, "first-token logit cosine", "--quantize")
+
+
+def test_language_gates_on_synthetic_logits():
+    rng = np.random.default_rng(0)
+    ref = {contract.LOGITS: rng.standard_normal(50).astype(np.float32), "token_ids": np.array([3, 4, 5, 6])}
+    gate = LanguageFidelity(min_top1=0.9, min_logit_cosine=0.99, min_greedy=0.75)
+    same = language_fidelity_case("same", ref, ref, gate)
+    assert same["top1_agrees"] and same["logit_cosine"] == pytest.approx(1.0) and same["greedy_agreement"] == 1.0
+    drifted = {contract.LOGITS: ref[contract.LOGITS] + 1e-3, "token_ids": np.array([3, 4, 9, 6])}
+    case = language_fidelity_case("drifted", drifted, ref, gate)
+    assert case["greedy_agreement"] == 0.5  # tokens agree up to the first miss: 2 of 4
+    noisy = {contract.LOGITS: rng.standard_normal(50).astype(np.float32), "token_ids": ref["token_ids"]}
+    with pytest.raises(FidelityBelowGate, match="logit cosine .* below gate_logit_cosine 0.99"):
+        language_fidelity_case("noisy", noisy, ref, gate)
+    assert not language_fidelity_case("noisy", noisy, ref, LanguageFidelity(gated=False))["passed"]
+    with pytest.raises(FidelityBelowGate, match="greedy agreement 0.75 over 2 .* below gate_greedy 0.8"):
+        language_fidelity_gate([same, case], LanguageFidelity(min_greedy=0.8))
+    assert language_fidelity_gate([same, case], LanguageFidelity(min_greedy=0.8, gated=False))["gated"] is False
+
+
+@pytest.mark.parametrize(
+    ("args", "hints"),
+    [
+        (["--model", "tiny-clip", "--quantize", "int3"], ["--quantize 'int3' is unknown", "none, int8, int4"]),
+        (["--model", "tiny-clip", "--quantize", "int4"], ["not available for vision-encoder", "none, int8"]),
+        (["--model", "tiny-clip", "--gate-overlap", "0.5"], ["--gate-overlap", "quantized exports"]),
+        (["--model", "tiny-qwen2", "--quantize", "int8", "--gate-top1", "1.5"], ["--gate-top1 1.5", "[0, 1]"]),
+    ],
+    ids=["unknown", "int4-vision", "gate-alone", "gate-range"],
+)
+def test_refusals(args, hints, tmp_path):
+    assert_user_error(edgetrim_export(tmp_path, *args), tmp_path, *hints)
+
+
+def test_calibration_folder_refusals(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    quantized = ("--model", "tiny-clip", "--quantize", "int8")
+    assert_user_error(edgetrim_export(tmp_path, *quantized, "--calib-images", str(empty)), tmp_path, "holds no images")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "x.png").write_bytes(b"nope")
+    proc = edgetrim_export(tmp_path, *quantized, "--calib-images", str(broken))
+    assert_user_error(proc, tmp_path, "none of its 1 images can be read")
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("\n\n")
+    proc = edgetrim_export(tmp_path, "--model", "tiny-qwen2", "--quantize", "int8", "--calib-prompts", str(prompts))
+    assert_user_error(proc, tmp_path, "holds no prompts")
