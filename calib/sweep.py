@@ -26,11 +26,14 @@ def parse_budgets(text: str) -> list[str]:
     return budgets
 
 
-def budget_variant(root: Path, budget: str, out: Path, step: Callable[[str], None] = lambda name: None) -> Path:
-    """The artifact ``root`` re-exported at ``budget`` (1.0: no reduction) into ``out/budget-<budget>``.
+def budget_variant(
+    root: Path, budget: str, out: Path, step: Callable[[str], None] = lambda name: None, quantize: str | None = None
+) -> Path:
+    """The artifact ``root`` re-exported at ``budget`` (1.0: no reduction) and ``quantize`` (None: as recorded)
+    into ``out/budget-<budget>[-<quantize>]``.
 
     Every other option as the manifest's ``export_options`` records it; ``root`` itself when it already has
-    that budget, an earlier variant when one is there.
+    that budget and quantization, an earlier variant when one is there.
     """
     from edgetrim.export.build import export
     from edgetrim.export.options import ExportOptions
@@ -40,41 +43,61 @@ def budget_variant(root: Path, budget: str, out: Path, step: Callable[[str], Non
     if recorded is None:
         raise UserError(f"{root} records no export options (exported by an older edgetrim): re-export it")
     method = "none" if float(budget) == 1.0 else "hired"
+    own = recorded.get("quantize", "none")
+    wanted = {**recorded, "quantize": quantize or own}
+    if wanted["quantize"] == "none":  # gates and calibration data go with quantized exports only
+        wanted = {k: v for k, v in wanted.items() if not k.startswith(("gate_", "calib_"))}
 
     def matches(m: dict) -> bool:
         r = m["reduction"]
         same = r["method"] == method and (method == "none" or float(r["requested_budget"]) == float(budget))
         others = {k: v for k, v in m.get("export_options", {}).items() if k not in ("budget", "reduce")}
-        return same and others == {k: v for k, v in recorded.items() if k not in ("budget", "reduce")}
+        return same and all(others.get(k) == v for k, v in wanted.items() if k not in ("budget", "reduce"))
 
     if matches(manifest):
         return root
-    folder = out / f"budget-{budget}"
+    folder = out / (f"budget-{budget}" if wanted["quantize"] == own else f"budget-{budget}-{wanted['quantize']}")
     if (folder / contract.MANIFEST).is_file() and matches(read_manifest(folder).manifest):
         return folder
     known = {f.name for f in fields(ExportOptions)}
-    if recorded.get("quantize", "none") == "none":  # gates and calibration data go with quantized exports only
-        known -= {k for k in recorded if k.startswith(("gate_", "calib_"))}
-    opts = ExportOptions(**{k: v for k, v in recorded.items() if k in known})
+    opts = ExportOptions(**{k: v for k, v in wanted.items() if k in known})
     opts.budget, opts.reduce, opts.out, opts.with_llm = budget, method, folder, manifest["kind"] == contract.VLM
-    step(f"export budget {budget} (K {manifest['reduction']['tokens']} at {manifest['reduction']['requested_budget']})")
+    step(f"export budget {budget}, quantize {wanted['quantize']}")
     export(opts, step=step)
     return folder
 
 
+def parse_precisions(text: str) -> list[str]:
+    from edgetrim.export.options import QUANTIZE_MODES
+
+    modes = [m.strip() for m in text.split(",") if m.strip()]
+    if not modes or any(m not in QUANTIZE_MODES for m in modes):
+        raise UserError(f"`precisions` {text!r}: pass quantize modes from {', '.join(QUANTIZE_MODES)}, e.g. none,int4")
+    return modes
+
+
 def bench_budgets(
-    root: Path, budgets: list[str], out: Path, max_new_tokens: int, runs: int, step: Callable[[str], None]
+    root: Path,
+    budgets: list[str],
+    out: Path,
+    max_new_tokens: int,
+    runs: int,
+    step: Callable[[str], None],
+    precisions: list[str] | None = None,
 ) -> dict:
-    """Every budget's variant measured in interleaved rounds of fresh processes; JSON, markdown, PNG in ``out``."""
+    """Every (precision, budget) variant measured in interleaved rounds of fresh processes; JSON, markdown,
+    PNG in ``out``. ``precisions``: quantize modes (None: the artifact's own)."""
     manifest = read_manifest(root).manifest
     if manifest["kind"] != contract.VLM:
         raise UserError(f"{root} is a {manifest['kind']} artifact: budget sweeps take vlm artifacts")
-    roots = [budget_variant(root, budget, out / "artifacts", step) for budget in budgets]
+    modes = precisions or [manifest.get("export_options", {}).get("quantize", "none")]
+    roots = [budget_variant(root, b, out / "artifacts", step, mode) for mode in modes for b in budgets]
     meta = {
         "model": manifest["source"]["name"],
         "target": manifest["target"],
-        "quantize": manifest.get("export_options", {}).get("quantize", "none"),
+        "quantize": modes[0] if len(modes) == 1 else ",".join(modes),
         "random_weights": manifest["source"]["random_weights"],
         "budgets": budgets,
+        "precisions": modes,
     }
     return bench_vlm(roots, out, max_new_tokens, runs, meta, step)

@@ -95,10 +95,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     with render.progress() as (show, _):
         if kind == contract.VLM:
             exporter()
-            from edgetrim.calib.sweep import bench_budgets, parse_budgets
+            from edgetrim.calib.sweep import bench_budgets, parse_budgets, parse_precisions
 
             budgets = parse_budgets(opts.budgets or "1.0,0.5,0.2,0.1")
-            report = bench_budgets(args.artifact, budgets, out, opts.max_new_tokens or 16, opts.runs or 3, show)
+            precisions = parse_precisions(opts.precisions) if opts.precisions else None
+            tokens, runs = opts.max_new_tokens or 16, opts.runs or 3
+            report = bench_budgets(args.artifact, budgets, out, tokens, runs, show, precisions)
         elif kind == contract.VIDEO_DENOISER:
             from edgetrim.runtime.video_bench import bench_video
 
@@ -206,8 +208,9 @@ def bench_parser(sub) -> None:
     chunks = be.add_argument_group("vision-encoder and text-encoder artifacts: resident vs streaming vs naive")
     chunks.add_argument("--memory-budget", dest="memory_budget_mb", type=float, help="MB (default: two chunks)")
     chunks.add_argument("--repeats", type=int, help="repeated invocations after the first (default 20)")
-    vlm = be.add_argument_group("vlm artifacts: the model at several budgets")
+    vlm = be.add_argument_group("vlm artifacts: the model at several budgets and precisions")
     vlm.add_argument("--budgets", help="budgets to compare, 1.0 = no reduction (default 1.0,0.5,0.2,0.1)")
+    vlm.add_argument("--precisions", help="quantize modes to compare, e.g. none,int4 (default: the artifact's)")
     vlm.add_argument("--max-new-tokens", type=int, help="fixed output length (default 16)")
     vlm.add_argument("--runs", type=int, help="interleaved rounds per budget (default 3)")
     video = be.add_argument_group("video-denoiser artifacts: TDTM + LPL vs plain")

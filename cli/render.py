@@ -11,7 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 from rich.table import Table
 
 from edgetrim.runtime import contract
-from edgetrim.runtime.vlm_bench import target_label
+from edgetrim.runtime.vlm_bench import target_label, variant_label
 
 console = Console(stderr=False, highlight=False)
 errors = Console(stderr=True, highlight=False)
@@ -264,19 +264,19 @@ def bench_summary(kind: str, report: dict) -> None:
             f"{meta['runs']})",
             title_justify="left",
         )
-        cols = ("budget", "K", "P", "vision ms", "prefill ms", "TTFT ms", "vs 100%", "decode tok/s", "peak MB")
-        for col in (*cols, "vs 100%"):
+        cols = ("variant", "K", "size MB", "vision ms", "prefill ms", "TTFT ms", "vs base", "decode tok/s", "peak MB")
+        for col in (*cols, "vs base"):
             table.add_column(col, justify="right")
         for r in rows:
             table.add_row(
-                "100% (none)" if r["method"] == "none" else f"{float(r['requested_budget']):.0%}",
+                variant_label(r),
                 str(r["visual_tokens"]),
-                str(r["prefill_length"]),
+                f"{r['artifact_bytes'] / 2**20:.0f} ({r['bytes_ratio']:.2f}x)",
                 f"{r['vision_ms']:.0f}",
                 f"{r['prefill_ms']:.0f}",
                 f"{r['ttft_ms']:.0f}",
                 f"{r['ttft_ratio']:.2f}x",
-                f"{r['decode_tokens_per_s']:.1f}",
+                f"{r['decode_tokens_per_s']:.1f} ({r['decode_ratio']:.2f}x)",
                 f"{r['peak_rss_mb']:.0f}",
                 f"{r['peak_rss_ratio']:.2f}x",
             )

@@ -29,7 +29,7 @@ STREAMING_KINDS = (contract.VISION_ENCODER, contract.TEXT_ENCODER)  # one pipeli
 KIND_OPTIONS = {  # what ``edgetrim bench`` measures per kind, and the options it takes
     contract.VISION_ENCODER: {"memory_budget_mb", "repeats", "out"},
     contract.TEXT_ENCODER: {"memory_budget_mb", "repeats", "out"},
-    contract.VLM: {"budgets", "max_new_tokens", "runs", "out"},
+    contract.VLM: {"budgets", "precisions", "max_new_tokens", "runs", "out"},
     contract.VIDEO_DENOISER: {"steps", "merge_steps", "leap_at", "step_repeats", "out"},
     contract.LANGUAGE_MODEL: set(),
 }
@@ -44,6 +44,7 @@ class BenchOptions:
     memory_budget_mb: float | None = None  # streaming: the budget (default: the two largest chunks)
     repeats: int | None = None  # streaming: invocations after the first (default 20)
     budgets: str | None = None  # vlm: budgets compared (default 1.0,0.5,0.2,0.1)
+    precisions: str | None = None  # vlm: quantize modes compared, e.g. none,int4 (default: the artifact's)
     max_new_tokens: int | None = None  # vlm: fixed output length (default 16)
     runs: int | None = None  # vlm: interleaved rounds (default 3)
     steps: int | None = None  # video: sampling steps of the baseline (default 30)

@@ -1,11 +1,13 @@
-"""``edgetrim bench DIR`` for vlm artifacts: the same VLM at several HiRED budgets, side by side in one run.
+"""``edgetrim bench DIR`` for vlm artifacts: the same VLM at several HiRED budgets and precisions
+(quantize modes), side by side in one run.
 
-Each budget's artifact is measured in fresh subprocesses (their own peak RSS, VmHWM), in ``runs``
-interleaved rounds (budget A, B, C, then A, B, C again ...), each a warm-up generation and a timed
+Each variant's artifact is measured in fresh subprocesses (their own peak RSS, VmHWM), in ``runs``
+interleaved rounds (variant A, B, C, then A, B, C again ...), each a warm-up generation and a timed
 one on a fixed sample image and prompt with a fixed output length (EOS ignored); medians over rounds.
-Reports vision ms, prefill ms, TTFT (image in -> first token), decode tokens/s and peak memory per
-budget, with ratios against the unreduced budget (1.0). Writes ``vlm_bench.json``, ``vlm_bench.md``
-and ``vlm_bench.png`` (TTFT and peak memory against budget).
+Reports artifact bytes, vision ms, prefill ms, TTFT (image in -> first token), decode tokens/s and peak
+memory per variant, with ratios against the unreduced float variant (budget 1.0, quantize none; else
+the unreduced one, else the largest K). Writes ``vlm_bench.json``, ``vlm_bench.md`` and
+``vlm_bench.png`` (size, peak memory, TTFT and decode tokens/s per variant).
 """
 
 from __future__ import annotations
@@ -41,8 +43,11 @@ def worker(root: str, max_new_tokens: int, runs: int) -> dict:
         return statistics.median(r.timings_ms[key] for r in results)
 
     m = pipeline.artifact.manifest
+    entries = [f for c in m["chunks"] for f in c["files"]] + m.get("files", [])
     return {
         "artifact": root,
+        "quantize": m.get("export_options", {}).get("quantize", "none"),
+        "artifact_bytes": sum(f["bytes"] for f in entries),
         "requested_budget": m["reduction"]["requested_budget"],
         "method": m["reduction"]["method"],
         "visual_tokens": m["reduction"]["tokens"],
@@ -83,13 +88,24 @@ def merge_rounds(results: list[dict]) -> dict:
 
 
 def add_ratios(rows: list[dict]) -> dict:
-    """Ratios against the unreduced row (method none, or the largest K); returns the goal checks."""
-    base = next((r for r in rows if r["method"] == "none"), max(rows, key=lambda r: r["visual_tokens"]))
+    """Ratios against the base row (unreduced and float, else unreduced, else the largest K); returns the
+    goal checks (TTFT and memory at 20% against it, at the base's precision)."""
+    unreduced = [r for r in rows if r["method"] == "none"]
+    base = min(unreduced, key=lambda r: r["quantize"] != "none") if unreduced else rows[0]
     for r in rows:
         r["ttft_ratio"] = r["ttft_ms"] / base["ttft_ms"]
         r["prefill_ratio"] = r["prefill_ms"] / base["prefill_ms"]
         r["peak_rss_ratio"] = r["peak_rss_mb"] / base["peak_rss_mb"]
-    at20 = next((r for r in rows if r["method"] == "hired" and float(r["requested_budget"]) == 0.2), None)
+        r["bytes_ratio"] = r["artifact_bytes"] / base["artifact_bytes"]
+        r["decode_ratio"] = r["decode_tokens_per_s"] / base["decode_tokens_per_s"]
+    at20 = next(
+        (
+            r
+            for r in rows
+            if r["method"] == "hired" and float(r["requested_budget"]) == 0.2 and r["quantize"] == base["quantize"]
+        ),
+        None,
+    )
     if at20 is None or base["method"] != "none":
         return {}
     goals = {name: at20["ttft_ratio"] <= limit for name, limit in GOALS.items()}
@@ -100,6 +116,12 @@ def add_ratios(rows: list[dict]) -> dict:
 def target_label(meta: dict) -> str:
     mode = meta.get("quantize", "none")
     return meta["target"] if mode == "none" else f"{meta['target']}, {mode}"
+
+
+def variant_label(r: dict) -> str:
+    """``20%``, ``100% (none)``, and the quantize mode when not float: ``20% int4``."""
+    budget = "100% (none)" if r["method"] == "none" else f"{float(r['requested_budget']):.0%}"
+    return budget if r["quantize"] == "none" else f"{budget} {r['quantize']}"
 
 
 def markdown(meta: dict, rows: list[dict], goals: dict) -> str:
@@ -114,14 +136,18 @@ def markdown(meta: dict, rows: list[dict], goals: dict) -> str:
         f"Weights: {weights}. Output length {meta['max_new_tokens']} tokens, "
         f"median of {meta['runs']} interleaved rounds (each a fresh process: warm-up + timed generation).",
         "",
-        "| budget | K | P | vision ms | prefill ms | TTFT ms | TTFT vs 100% | decode tok/s | peak RSS MB | vs 100% |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "Ratios are against the first row (unreduced, float when measured).",
+        "",
+        "| variant | K | P | size MB | vs base | vision ms | prefill ms | TTFT ms | vs base | decode tok/s | vs base "
+        "| peak RSS MB | vs base |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        budget = "100% (none)" if r["method"] == "none" else f"{float(r['requested_budget']):.0%}"
         lines.append(
-            f"| {budget} | {r['visual_tokens']} | {r['prefill_length']} | {r['vision_ms']:.0f} | "
-            f"{r['prefill_ms']:.0f} | {r['ttft_ms']:.0f} | {r['ttft_ratio']:.2f}x | {r['decode_tokens_per_s']:.1f} | "
+            f"| {variant_label(r)} | {r['visual_tokens']} | {r['prefill_length']} | "
+            f"{r['artifact_bytes'] / 2**20:.0f} | {r['bytes_ratio']:.2f}x | {r['vision_ms']:.0f} | "
+            f"{r['prefill_ms']:.0f} | {r['ttft_ms']:.0f} | "
+            f"{r['ttft_ratio']:.2f}x | {r['decode_tokens_per_s']:.1f} | {r['decode_ratio']:.2f}x | "
             f"{r['peak_rss_mb']:.0f} | {r['peak_rss_ratio']:.2f}x |"
         )
     if goals:
@@ -130,27 +156,32 @@ def markdown(meta: dict, rows: list[dict], goals: dict) -> str:
 
 
 def plot_png(rows: list[dict], path: Path) -> Path:
-    """Two bar panels against budget: TTFT ms and peak RSS MB."""
+    """Four bar panels per variant: artifact size, peak RSS, TTFT and decode tokens/s."""
     from PIL import Image, ImageDraw
 
-    width, height, pad = 900, 420, 60
-    img = Image.new("RGB", (width, height), "white")
+    panels = (
+        ("size MB", lambda r: r["artifact_bytes"] / 2**20, (15, 157, 88)),
+        ("peak RSS MB", lambda r: r["peak_rss_mb"], (219, 68, 55)),
+        ("TTFT ms", lambda r: r["ttft_ms"], (66, 133, 244)),
+        ("decode tokens/s", lambda r: r["decode_tokens_per_s"], (244, 180, 0)),
+    )
+    bar, pad, height = 64, 30, 420
+    panel_w = 40 + bar * len(rows)
+    img = Image.new("RGB", (pad + len(panels) * (panel_w + pad), height), "white")
     draw = ImageDraw.Draw(img)
-    labels = ["100%" if r["method"] == "none" else f"{float(r['requested_budget']):.0%}" for r in rows]
-    panels = (("TTFT ms", "ttft_ms", (66, 133, 244)), ("peak RSS MB", "peak_rss_mb", (219, 68, 55)))
-    panel_w = (width - pad) // 2
-    for p, (title, key, colour) in enumerate(panels):
-        x0, top, bottom = pad // 2 + p * panel_w, 50, height - 50
-        top_value = max(r[key] for r in rows)
-        draw.text((x0 + 10, 15), f"{title} vs budget", fill="black")
-        bar = (panel_w - 40) // max(1, len(rows))
+    labels = [variant_label(r) for r in rows]
+    for p, (title, value, colour) in enumerate(panels):
+        x0, top, bottom = pad + p * (panel_w + pad), 50, height - 60
+        top_value = max(value(r) for r in rows) or 1.0
+        draw.text((x0 + 10, 15), title, fill="black")
         for i, (r, label) in enumerate(zip(rows, labels, strict=True)):
-            h = (bottom - top) * r[key] / top_value
+            h = (bottom - top) * value(r) / top_value
             left = x0 + 20 + i * bar
             draw.rectangle([left + 6, bottom - h, left + bar - 6, bottom], fill=colour)
-            draw.text((left + 8, bottom - h - 14), f"{r[key]:.0f}", fill="black")
-            draw.text((left + 8, bottom + 6), label, fill="black")
-        draw.line([x0 + 18, bottom, x0 + panel_w - 10, bottom], fill="black")
+            draw.text((left + 6, bottom - h - 14), f"{value(r):.0f}", fill="black")
+            for j, word in enumerate(label.split(" ")[:2]):
+                draw.text((left + 6, bottom + 6 + 14 * j), word, fill="black")
+        draw.line([x0 + 18, bottom, x0 + panel_w, bottom], fill="black")
     img.save(path)
     return path
 
@@ -158,7 +189,7 @@ def plot_png(rows: list[dict], path: Path) -> Path:
 def bench_vlm(
     roots: list[Path], out: Path, max_new_tokens: int, runs: int, meta: dict, progress=lambda m: None
 ) -> dict:
-    """Measure each artifact (one per budget) in its own process; write JSON, markdown and PNG into ``out``."""
+    """Measure each artifact (one per variant) in its own process; write JSON, markdown and PNG into ``out``."""
     if runs < 1 or max_new_tokens < 2:
         raise UserError(f"`runs` {runs} / `max_new_tokens` {max_new_tokens}: pass runs >= 1 and >= 2 new tokens")
     rounds: list[list[dict]] = [[] for _ in roots]
@@ -167,7 +198,8 @@ def bench_vlm(
             progress(f"round {r + 1}/{runs}: {root.name}")
             rounds[i].append(run_worker(root, max_new_tokens, 1))
     rows = [merge_rounds(results) for results in rounds]
-    rows.sort(key=lambda r: -r["visual_tokens"])
+    order = {mode: i for i, mode in enumerate(meta.get("precisions") or ["none"])}
+    rows.sort(key=lambda r: (order.get(r["quantize"], len(order)), -r["visual_tokens"]))
     goals = add_ratios(rows)
     out.mkdir(parents=True, exist_ok=True)
     meta = {**meta, "max_new_tokens": max_new_tokens, "runs": runs}

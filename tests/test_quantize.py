@@ -11,6 +11,7 @@ held to fidelity gates on a calibration set; the option's refusals.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -161,3 +162,20 @@ def test_calibration_folder_refusals(tmp_path):
     prompts.write_text("\n\n")
     proc = edgetrim_export(tmp_path, "--model", "tiny-qwen2", "--quantize", "int8", "--calib-prompts", str(prompts))
     assert_user_error(proc, tmp_path, "holds no prompts")
+
+
+def test_bench_compares_precisions_side_by_side(tmp_path, capsys):
+    out = tmp_path / "tiny-vlm"
+    assert main(["export", "--target", "onnx", "--model", "tiny-vlm", "--no-validate", "--out", str(out)]) == 0
+    bench = tmp_path / "bench"
+    args = ["bench", str(out), "--budgets", "0.2", "--precisions", "none,int8", "--max-new-tokens", "3"]
+    assert main([*args, "--runs", "1", "--out", str(bench)]) == 0
+    rows = json.loads((bench / "vlm_bench.json").read_text())["rows"]
+    assert [(r["quantize"], r["requested_budget"]) for r in rows] == [("none", "0.2"), ("int8", "0.2")]
+    assert rows[0]["artifact"] == str(out) and rows[0]["bytes_ratio"] == 1.0  # the artifact is the float variant
+    assert rows[1]["bytes_ratio"] < 0.8 and rows[1]["new_tokens"] == 3
+    variant = json.loads((Path(rows[1]["artifact"]) / "manifest.json").read_text())
+    assert {c.get("quantization") for c in variant["chunks"]} == {contract.INT8_DYNAMIC}
+    assert "20% int8" in (bench / "vlm_bench.md").read_text() and (bench / "vlm_bench.png").stat().st_size > 0
+    assert "int8" in capsys.readouterr().out
+    assert main([*args[:-4], "--precisions", "int2"]) == 2
