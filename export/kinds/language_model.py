@@ -39,7 +39,7 @@ NEW_TOKENS = 64  # default room to generate beyond the prefill
 CHECK_TOKENS = 4  # greedy tokens compared at export
 GATE_TOKENS = 8  # greedy tokens a quantized model's agreement is measured over
 GATE_CASES = 4  # calibration cases the language-model gates run (each a full greedy run in PyTorch)
-QUANTIZE = ("int8", "int4")
+MODES = ("int8", "int4")  # the quantize modes a language model takes (its head stays int8)
 
 
 def lengths(opts: ExportOptions, kind: str, fixed: int, template_tokens: int = 0) -> tuple[int, int]:
@@ -145,7 +145,7 @@ def load(opts: ExportOptions, scratch: Path) -> tuple[torch.nn.Module, Source, P
 def plan(opts: ExportOptions, scratch: Path) -> Plan:
     kind = contract.LANGUAGE_MODEL
     model, source, tokenizer_dir = load(opts, scratch)
-    quant = quantization(opts, kind, QUANTIZE, source.random_weights)
+    quant = quantization(opts, kind, MODES, source.random_weights)
     prefill_len, max_len = lengths(opts, kind, 0)
     lm = LanguageModel(model, max_len, prefill_len).eval()
     chunks, pipelines = lm_chunks(lm, opts.value("llm_chunks", kind), quant.mode)

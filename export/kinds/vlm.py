@@ -126,7 +126,7 @@ def plan(opts: ExportOptions, scratch: Path) -> Plan:
     if not template:
         raise UserError(f"no chat template is known for a {src.model.config.model_type} LLM: pass `template`")
     check_template(template)
-    quant = quantization(opts, kind, language_model.QUANTIZE, spec in VLM_PRESETS)
+    quant = quantization(opts, kind, language_model.MODES, spec in VLM_PRESETS)
     module, vision_chunks = vision.build_encoder(src.tower, opts, kind, quant)
     k = module.plan.budget.total
     tok = load_tokenizer(src.tokenizer_dir)
