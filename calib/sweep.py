@@ -36,7 +36,7 @@ def budget_variant(
     that budget and quantization, an earlier variant when one is there.
     """
     from edgetrim.export.build import export
-    from edgetrim.export.options import ExportOptions
+    from edgetrim.export.options import QUANTIZED_ONLY, ExportOptions
 
     manifest = read_manifest(root).manifest
     recorded = manifest.get("export_options")
@@ -46,7 +46,7 @@ def budget_variant(
     own = recorded.get("quantize", "none")
     wanted = {**recorded, "quantize": quantize or own}
     if wanted["quantize"] == "none":  # gates and calibration data go with quantized exports only
-        wanted = {k: v for k, v in wanted.items() if not k.startswith(("gate_", "calib_"))}
+        wanted = {k: v for k, v in wanted.items() if k not in QUANTIZED_ONLY}
 
     def matches(m: dict) -> bool:
         r = m["reduction"]

@@ -10,19 +10,21 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from edgetrim.export.validate import Fidelity, LanguageFidelity
 from edgetrim.runtime import contract
 from edgetrim.runtime.errors import UserError
 
 QUANTIZE_MODES = ("none", "int8", "int4")
-VISION_GATES = {
-    "gate_overlap": 0.9,  # share of the K kept positions in common with the float model
-    "gate_token_cosine": 0.99,  # cosine of every shared visual token
+VISION_GATES = {  # option -> default, the gate's own (export.validate.Fidelity)
+    "gate_overlap": Fidelity.min_overlap,
+    "gate_token_cosine": Fidelity.min_cosine,
 }
-LANGUAGE_GATES = {
-    "gate_top1": 0.9,  # share of calibration cases whose first token equals the float model's
-    "gate_logit_cosine": 0.99,  # cosine of the first token's logits, every case
-    "gate_greedy": 0.75,  # mean share of the first greedy tokens equal to the float model's
+LANGUAGE_GATES = {  # option -> default, the gate's own (export.validate.LanguageFidelity)
+    "gate_top1": LanguageFidelity.min_top1,
+    "gate_logit_cosine": LanguageFidelity.min_logit_cosine,
+    "gate_greedy": LanguageFidelity.min_greedy,
 }
+QUANTIZED_ONLY = (*VISION_GATES, *LANGUAGE_GATES, "calib_images", "calib_prompts")  # need `quantize` int8/int4
 VISION_OPTIONS = {
     "reduce": "hired",  # hired | none
     "budget": "0.2",  # a fraction with a decimal point, or an absolute K
@@ -148,7 +150,7 @@ def quantize_mode(opts: ExportOptions, kind: str, modes: tuple[str, ...]) -> str
         can = ", ".join(("none", *modes))
         raise UserError(f"`quantize` {mode} is not available for {kind} models on {opts.target}: it can do {can}")
     if mode == "none":
-        given = [n for n in (*VISION_GATES, *LANGUAGE_GATES, "calib_images", "calib_prompts") if n in opts.given()]
+        given = [n for n in QUANTIZED_ONLY if n in opts.given()]
         if given:
             raise UserError(f"`{given[0]}` applies to quantized exports: pass `quantize` int8 or int4, or drop it")
     for name in (*VISION_GATES, *LANGUAGE_GATES):

@@ -177,11 +177,12 @@ def prompt_cases(model, root: Path, table, quant: Quantization, prefill_len: int
     """The calibration prompts (the artifact's tokenizer; seeded random ids when it has none), at most
     ``GATE_CASES``, each cut to the prefill length, with the float model's greedy continuation."""
     tokenizer_file = root / "tokenizer.json"
+    tokenizer = load_tokenizer(tokenizer_file) if tokenizer_file.is_file() else None
     rng = np.random.default_rng(0)
     cases = []
     for i, prompt in enumerate(quant.calibration.prompts[:GATE_CASES]):
-        if tokenizer_file.is_file():
-            ids = np.array(load_tokenizer(tokenizer_file).encode(prompt).ids[:prefill_len], np.int64)
+        if tokenizer is not None:
+            ids = np.array(tokenizer.encode(prompt).ids[:prefill_len], np.int64)
         else:
             ids = rng.integers(0, table.shape[0], min(prefill_len, 12))
         steps = min(GATE_TOKENS, max_len - len(ids))
