@@ -23,7 +23,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml apps/jetson/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[export,dev]'
+	$(BIN)/pip install --quiet -e '.[export,dev,genai]'
 	$(BIN)/pip install --quiet --no-deps -e apps/jetson  # the Jetson app (its one dependency: edgetrim, above)
 	touch $(STAMP)
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from edgetrim.runtime import contract
 from edgetrim.runtime.errors import UserError
+from edgetrim.runtime.genai_bench import PRECISIONS, GenaiVariant
 from edgetrim.runtime.manifest import read_manifest
 from edgetrim.runtime.vlm_bench import bench_vlm
 
@@ -84,14 +85,27 @@ def bench_budgets(
     runs: int,
     step: Callable[[str], None],
     precisions: list[str] | None = None,
+    genai: list[str] | None = None,
 ) -> dict:
     """Every (precision, budget) variant measured in interleaved rounds of fresh processes; JSON, markdown,
-    PNG in ``out``. ``precisions``: quantize modes (None: the artifact's own)."""
+    PNG in ``out``. ``precisions``: quantize modes (None: the artifact's own). ``genai``: builder precisions of
+    onnxruntime-genai's model to measure in the same rounds, at every budget, each fed the image, prompt and
+    visual tokens of our variant of the matching quantize mode (int4 - int4, fp32 - none; else the first)."""
+    from edgetrim.export.genai import build_genai
+
     manifest = read_manifest(root).manifest
     if manifest["kind"] != contract.VLM:
         raise UserError(f"{root} is a {manifest['kind']} artifact: budget sweeps take vlm artifacts")
     modes = precisions or [manifest.get("export_options", {}).get("quantize", "none")]
-    roots = [budget_variant(root, b, out / "artifacts", step, mode) for mode in modes for b in budgets]
+    models = {precision: build_genai(root, precision, step) for precision in genai or []}  # before any export
+    variants = [(mode, b, budget_variant(root, b, out / "artifacts", step, mode)) for mode in modes for b in budgets]
+    roots = [r for _, _, r in variants]
+    genai_variants = []
+    for precision, model in models.items():
+        for b in budgets:
+            at_b = [(mode, r) for mode, budget, r in variants if budget == b]
+            artifact = next((r for mode, r in at_b if mode == PRECISIONS[precision]), at_b[0][1])
+            genai_variants.append(GenaiVariant(artifact, model, precision))
     meta = {
         "model": manifest["source"]["name"],
         "target": manifest["target"],
@@ -99,5 +113,6 @@ def bench_budgets(
         "random_weights": manifest["source"]["random_weights"],
         "budgets": budgets,
         "precisions": modes,
+        "genai": genai or [],
     }
-    return bench_vlm(roots, out, max_new_tokens, runs, meta, step)
+    return bench_vlm(roots, out, max_new_tokens, runs, meta, step, genai_variants)

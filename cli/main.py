@@ -96,11 +96,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if kind == contract.VLM:
             exporter()
             from edgetrim.calib.sweep import bench_budgets, parse_budgets, parse_precisions
+            from edgetrim.runtime.genai_bench import parse_precisions as parse_genai
 
             budgets = parse_budgets(opts.budgets or "1.0,0.5,0.2,0.1")
             precisions = parse_precisions(opts.precisions) if opts.precisions else None
+            genai = parse_genai(opts.genai) if opts.genai is not None else None
             tokens, runs = opts.max_new_tokens or 16, opts.runs or 3
-            report = bench_budgets(args.artifact, budgets, out, tokens, runs, show, precisions)
+            report = bench_budgets(args.artifact, budgets, out, tokens, runs, show, precisions, genai)
         elif kind == contract.VIDEO_DENOISER:
             from edgetrim.runtime.video_bench import bench_video
 
@@ -149,7 +151,9 @@ def export_parser(sub) -> None:
     vlm = ex.add_argument_group("vlm models (a VLM preset, or a LLaVA folder with --with-llm)")
     vlm.add_argument("--with-llm", action="store_true", help="export a LLaVA folder's vision + language model")
     vlm.add_argument("--template", help="prompt template with <image> and {prompt} (default: the family's)")
-    quant = ex.add_argument_group("quantization (vision-encoder: int8; vlm and language-model: int8, int4)")
+    quant = ex.add_argument_group(
+        "quantization (vision-encoder, video-denoiser, text-encoder: int8; vlm and language-model: int8, int4)"
+    )
     quant.add_argument("--quantize", help="none (default) | int8 | int4: vision int8, LM layers int8/int4, head int8")
     quant.add_argument("--calib-images", type=Path, help="folder of calibration images (default: built-in set)")
     quant.add_argument("--calib-prompts", type=Path, help="calibration prompts, one a line (default: built-in)")
@@ -158,15 +162,32 @@ def export_parser(sub) -> None:
     quant.add_argument("--gate-top1", type=float, help="LM: min share of first tokens as float (0.9)")
     quant.add_argument("--gate-logit-cosine", type=float, help="LM: min cosine of first-token logits (0.99)")
     quant.add_argument("--gate-greedy", type=float, help="LM: min mean greedy agreement (0.75)")
+    quant.add_argument(
+        "--gate-velocity-cosine", type=float, help="video denoiser: min velocity cosine per step and CFG half (0.99)"
+    )
+    quant.add_argument(
+        "--gate-caption-cosine", type=float, help="text encoder: min caption embedding cosine, every position (0.99)"
+    )
     lm = ex.add_argument_group("vlm and language-model models")
     lm.add_argument("--prefill-length", type=int, help="static prefill length P (default K + 64)")
+    lm.add_argument(
+        "--prefill-buckets",
+        help="smaller prefill lengths sharing the weights, e.g. 96,128, or none (default K+32, K+16)",
+    )
     lm.add_argument("--max-length", type=int, help="KV-cache length L (default P + 64)")
     lm.add_argument("--llm-chunks", type=int, help="layer groups per LLM graph (default 1)")
-    video = ex.add_argument_group("video-denoiser models (STDiT3)")
-    video.add_argument("--frames", type=int, help="latent frames T, even (default 20; 4 for tiny presets)")
-    video.add_argument("--height", type=int, help="latent height (default 20; 8 for tiny presets)")
-    video.add_argument("--width", type=int, help="latent width (default 27; 8 for tiny presets)")
-    video.add_argument("--cfg-batch", type=int, help="2 = cond + uncond in one call (default), or 1")
+    lm.add_argument(
+        "--kv-cache",
+        choices=["state", "io"],
+        help="coreml: the KV cache as model state (iOS 18, default) or as inputs/outputs (iOS 17)",
+    )
+    video = ex.add_argument_group("video-denoiser (STDiT3) and video-decoder (Open-Sora VAE) models")
+    video.add_argument("--frames", type=int, help="latent frames T (default 20; denoisers: even, tiny 4; tiny-vae 5)")
+    video.add_argument("--height", type=int, help="latent height (default 20; 8 for tiny denoisers, 4 tiny-vae)")
+    video.add_argument("--width", type=int, help="latent width (default 27; 8 for tiny denoisers, 4 tiny-vae)")
+    video.add_argument("--cfg-batch", type=int, help="denoiser: 2 = cond + uncond in one call (default), or 1")
+    video.add_argument("--micro-batch", type=int, help="decoder: frames per spatial decode (default the VAE's, 4)")
+    video.add_argument("--denoiser", type=Path, help="decoder: the video-denoiser artifact it decodes (checked)")
     text = ex.add_argument_group("text-encoder models (T5)")
     text.add_argument("--caption-length", type=int, help="caption tokens L (default 300; 8 for t5-tiny)")
     ex.set_defaults(func=cmd_export)
@@ -197,6 +218,8 @@ def run_parser(sub) -> None:
     video.add_argument("--seed", type=int, help="noise seed (default 0)")
     video.add_argument("--noise", type=Path, help="initial latent .npy [C, T, H, W] (default: seeded noise)")
     video.add_argument("--out", type=Path, help="folder for the outputs (default DIR/run)")
+    decoder = run.add_argument_group("video-decoder artifacts")
+    decoder.add_argument("--latent", type=Path, help="latent .npy [C, T, h, w] -> video.mp4 + video.gif + run.json")
     run.set_defaults(func=cmd_run)
 
 
@@ -211,6 +234,7 @@ def bench_parser(sub) -> None:
     vlm = be.add_argument_group("vlm artifacts: the model at several budgets and precisions")
     vlm.add_argument("--budgets", help="budgets to compare, 1.0 = no reduction (default 1.0,0.5,0.2,0.1)")
     vlm.add_argument("--precisions", help="quantize modes to compare, e.g. none,int4 (default: the artifact's)")
+    vlm.add_argument("--genai", help="also onnxruntime-genai's builder model of the LM: int4, fp32 or int4,fp32")
     vlm.add_argument("--max-new-tokens", type=int, help="fixed output length (default 16)")
     vlm.add_argument("--runs", type=int, help="interleaved rounds per budget (default 3)")
     video = be.add_argument_group("video-denoiser artifacts: TDTM + LPL vs plain")

@@ -11,6 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 from rich.table import Table
 
 from edgetrim.runtime import contract
+from edgetrim.runtime.genai_bench import ENGINE as GENAI
 from edgetrim.runtime.vlm_bench import target_label, variant_label
 
 console = Console(stderr=False, highlight=False)
@@ -79,13 +80,13 @@ def export_summary(r: dict) -> None:
     quant = r.get("quantization", {"mode": "none"})
     if quant["mode"] != "none":
         calib = quant["calibration"]
-        skipped = f", {len(calib['skipped'])} unreadable skipped" if calib["skipped"] else ""
+        if "summary" in calib:  # seeded gate inputs (video denoiser), no calibration set
+            described = calib["summary"]
+        else:
+            skipped = f", {len(calib['skipped'])} unreadable skipped" if calib["skipped"] else ""
+            described = f"{calib['images']} images, {calib['prompts']} prompts{skipped}, sha256 {calib['sha256'][:12]}"
         rows.append(
-            (
-                "quantization",
-                f"{quant['mode']} ({quantized_chunks(r)}); calibration {calib['source']}: {calib['images']} images, "
-                f"{calib['prompts']} prompts{skipped}, sha256 {calib['sha256'][:12]}",
-            )
+            ("quantization", f"{quant['mode']} ({quantized_chunks(r)}); calibration {calib['source']}: {described}")
         )
     if "tokens" in r:
         rows.append(
@@ -99,7 +100,9 @@ def export_summary(r: dict) -> None:
         rows.append(
             (
                 "language model",
-                f"{r['llm_layers']} layers, prefill P {r['prefill_length']}, KV cache L {r['max_length']}",
+                f"{r['llm_layers']} layers, prefill lengths {', '.join(map(str, r['prefill_lengths']))} "
+                f"(one copy of the weights with decode), KV cache L {r['max_length']}"
+                + (" as Core ML state (iOS 18)" if r.get("kv_cache") == contract.KV_STATE else ""),
             )
         )
     if "latent_shape" in r:
@@ -112,6 +115,11 @@ def export_summary(r: dict) -> None:
                 f"plain only: {r['two_variant_ratio']:.3f}x ({r['size_note']})",
             )
         )
+    if "decoder" in r:
+        d = r["decoder"]
+        size = "x".join(map(str, d["pixel_size"]))
+        rows.append(("latent", f"{d['latent_shape']} -> {d['pixel_frames']} frames of {size} (height x width)"))
+        rows.append(("invocations", decoder_plan(d["plan"])))
     if "max_length" in r and "llm_layers" not in r:
         rows.append(("max length", f"{r['max_length']} caption tokens"))
     rows.append(("validation", validation_line(r["validation"])))
@@ -122,6 +130,19 @@ def export_summary(r: dict) -> None:
     for stale in r["removed_stale"]:
         rows.append(("cleaned", f"{stale} (left by an export that died)"))
     facts("edgetrim export", rows)
+
+
+def decoder_plan(plan: list[dict]) -> str:
+    """``temporal 4 x 5 latent frames -> 17 frames, spatial 17 x 4 frames``: a video decoder's host loop."""
+    steps = []
+    for step in plan:
+        if "latent_frames" in step:
+            what = f"{step['latent_frames']} latent frames -> {step['pixel_frames']} frames"
+        else:
+            padding = f" ({step['padding_frames']} padding)" if step["padding_frames"] else ""
+            what = f"{step['frames']} frames{padding}"
+        steps.append(f"{step['pipeline']} {step['invocations']} x {what}")
+    return ", ".join(steps)
 
 
 def graph_cache_line(counts: dict[str, int]) -> str:
@@ -166,7 +187,11 @@ def run_summary(root: Path, kind: str, s: dict, opts) -> None:
                 f"{result.visual_tokens} of {m['reduction']['available_tokens']} "
                 f"({m['reduction']['kept_fraction']:.1%})",
             ),
-            ("prompt", f"{result.prompt_tokens} tokens (visual included) of prefill {m['llm']['prefill_length']}"),
+            (
+                "prompt",
+                f"{result.prompt_tokens} tokens (visual included), prefilled at {result.generation.prefill_length} "
+                f"of P {m['llm']['prefill_length']}",
+            ),
             ("generated", f"{len(result.tokens)} tokens"),
             (
                 "timings",
@@ -184,7 +209,7 @@ def run_summary(root: Path, kind: str, s: dict, opts) -> None:
         gen = s["generation"]
         rows = [
             *verify_row(s),
-            ("prompt", f"{s['prompt_tokens']} tokens"),
+            ("prompt", f"{s['prompt_tokens']} tokens, prefilled at {gen.prefill_length}"),
             ("generated", f"{len(gen.tokens)} tokens"),
             ("TTFT", f"{gen.ttft_s * 1e3:.1f} ms"),
             ("decode", f"{gen.decode_tokens_per_s:.1f} tokens/s"),
@@ -210,6 +235,29 @@ def run_summary(root: Path, kind: str, s: dict, opts) -> None:
             ("latent", f"{list(result.latent.shape)} ({m['video']['tokens_per_frame']} tokens per frame)"),
             ("steps", f"{result.steps_run} of {s['steps']} run: {tdtm} tdtm + {result.steps_run - tdtm} plain; {leap}"),
             ("time per step", f"{per_step} (mean), total {sum(result.step_ms) / 1e3:.1f} s"),
+            ("wrote", ", ".join(s["written"])),
+        ]
+        facts(f"edgetrim run {root}", rows)
+    elif kind == contract.VIDEO_DECODER:
+        m, result, record = s["manifest"], s["result"], s["record"]
+        slowest = sorted(result.stage_ms.items(), key=lambda kv: -kv[1]["compute_ms"])[:3]
+        rows = [
+            ("model", f"{m['source']['name']}  (weights: {RANDOM if m['source']['random_weights'] else 'checkpoint'})"),
+            ("target", m["target"]),
+            *verify_row(s),
+            (
+                "latent",
+                f"{record['latent_shape']} -> {record['frames_shape'][0]} frames of "
+                f"{record['frames_shape'][2]}x{record['frames_shape'][1]} at {record['fps']:g} fps",
+            ),
+            ("invocations", decoder_plan(m["decoder"]["plan"])),
+            ("chunks", "; ".join(f"{p}: {d}" for p, d in result.memory.items())),
+            (
+                "time",
+                f"{result.total_ms:.0f} ms; slowest "
+                + ", ".join(f"{name} {row['compute_ms']:.0f} ms ({row['invocations']}x)" for name, row in slowest),
+            ),
+            *([("note", record["note"])] if record["note"] else []),
             ("wrote", ", ".join(s["written"])),
         ]
         facts(f"edgetrim run {root}", rows)
@@ -281,6 +329,13 @@ def bench_summary(kind: str, report: dict) -> None:
                 f"{r['peak_rss_ratio']:.2f}x",
             )
         console.print(table)
+        for g in (r for r in rows if r["engine"] == GENAI):
+            agree = "agree" if g["greedy_agree"] else f"agree for {g['greedy_common_prefix']} of {len(g['tokens'])}"
+            console.print(
+                f"{g['vs_ours']} / {variant_label(g)} (onnxruntime-genai {g['onnxruntime_genai']}, same prompt): "
+                f"decode tok/s {g['ours_over_genai_decode']:.2f}x, prefill {g['ours_over_genai_prefill']:.2f}x, "
+                f"peak RSS {g['ours_over_genai_peak_rss']:.2f}x; greedy tokens {agree}"
+            )
         if report["goals"]:
             console.print(goals_line(report["goals"]))
     elif kind == contract.VIDEO_DENOISER:

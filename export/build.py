@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from edgetrim.export.kinds import language_model, text, video, vision, vlm
+from edgetrim.export.kinds import language_model, text, video, video_decoder, vision, vlm
 from edgetrim.export.kinds.base import Plan
 from edgetrim.export.options import ExportOptions, check_applicable, check_common
 from edgetrim.export.presets import kind_of
@@ -30,6 +30,7 @@ PLANNERS: dict[str, Callable[[ExportOptions, Path], Plan]] = {
     contract.LANGUAGE_MODEL: language_model.plan,
     contract.VIDEO_DENOISER: video.plan,
     contract.TEXT_ENCODER: text.plan,
+    contract.VIDEO_DECODER: video_decoder.plan,
 }
 OUT_TAG = {  # default folder: artifacts/<model>-<tag>-<target>
     contract.VISION_ENCODER: "hired",
@@ -37,6 +38,7 @@ OUT_TAG = {  # default folder: artifacts/<model>-<tag>-<target>
     contract.LANGUAGE_MODEL: "lm",
     contract.VIDEO_DENOISER: "video",
     contract.TEXT_ENCODER: "text",
+    contract.VIDEO_DECODER: "decoder",
 }
 
 
@@ -52,12 +54,19 @@ def write_chunks(plan: Plan, folder: Path, target: str, step: Callable[[str], No
     for i, chunk in enumerate(plan.chunks):
         step(f"export {target} ({plan.precision}) chunk {i + 1}/{len(plan.chunks)}: {chunk.name}")
         stem = "model" if len(plan.chunks) == 1 else f"{i:02d}-{chunk.name}"
-        written = writer.write(chunk.functions, chunk.example, folder, stem, plan.precision == "fp16", chunk.quantize)
-        inputs, outputs = io_spec(chunk.stage, chunk.example, target)
-        entry = {"name": chunk.name, "files": [file_entry(folder, f, role) for f, role in written.files]}
-        entry.update(inputs=inputs, outputs=outputs)
-        if len(chunk.functions) > 1:
-            entry["functions"] = written.functions
+        fp16 = plan.precision == "fp16"
+        separate = {"separate": True} if chunk.coreml_ios17 and target == contract.COREML else {}
+        written = writer.write(chunk.functions, chunk.example, folder, stem, fp16, chunk.quantize, **separate)
+        examples = chunk.examples()
+        io = {}
+        for function, stage in chunk.functions.items():
+            inputs, outputs = io_spec(stage, examples[function], target)
+            io[function] = {"inputs": inputs, "outputs": outputs}
+        first = next(iter(io.values()))
+        entry = {"name": chunk.name, "files": [file_entry(folder, f, role) for f, role in written.files]} | first
+        if len(chunk.functions) > 1:  # functions of other inputs / outputs than the first's list their own
+            same = all(spec == first for spec in io.values())
+            entry["functions"] = {f: e | ({} if same else io[f]) for f, e in written.functions.items()}
         entries.append(entry | written.extra)
     return entries
 

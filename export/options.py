@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from edgetrim.export.validate import Fidelity, LanguageFidelity
+from edgetrim.export.validate import CaptionFidelity, Fidelity, LanguageFidelity, VelocityFidelity
 from edgetrim.runtime import contract
 from edgetrim.runtime.errors import UserError
 
@@ -24,7 +24,10 @@ LANGUAGE_GATES = {  # option -> default, the gate's own (export.validate.Languag
     "gate_logit_cosine": LanguageFidelity.min_logit_cosine,
     "gate_greedy": LanguageFidelity.min_greedy,
 }
-QUANTIZED_ONLY = (*VISION_GATES, *LANGUAGE_GATES, "calib_images", "calib_prompts")  # need `quantize` int8/int4
+VIDEO_GATES = {"gate_velocity_cosine": VelocityFidelity.min_cosine}  # export.validate.VelocityFidelity
+TEXT_GATES = {"gate_caption_cosine": CaptionFidelity.min_cosine}  # export.validate.CaptionFidelity
+GATES = (*VISION_GATES, *LANGUAGE_GATES, *VIDEO_GATES, *TEXT_GATES)
+QUANTIZED_ONLY = (*GATES, "calib_images", "calib_prompts")  # need `quantize` int8/int4
 VISION_OPTIONS = {
     "reduce": "hired",  # hired | none
     "budget": "0.2",  # a fraction with a decimal point, or an absolute K
@@ -40,21 +43,43 @@ VISION_OPTIONS = {
 }
 LANGUAGE_OPTIONS = {
     "prefill_length": None,  # P; None: K + 64 (vlm) or 64 (language model)
+    "prefill_buckets": None,  # smaller prefill lengths "n,m" or "none"; None: K + 32, K + 16 (halved text)
     "max_length": None,  # L; None: P + 64
     "llm_chunks": 1,  # layer groups per language-model graph
+    "kv_cache": None,  # coreml: state (iOS 18, the default) | io (iOS 17); other targets: io
     "quantize": "none",  # none | int8 | int4 (layers; the head stays int8)
     "calib_prompts": None,  # file of calibration prompts, one a line (None: the built-in set)
     **LANGUAGE_GATES,
 }
 VLM_OPTIONS = {**VISION_OPTIONS, **LANGUAGE_OPTIONS, "template": None}
-VIDEO_OPTIONS = {"frames": None, "height": None, "width": None, "cfg_batch": 2}
-TEXT_OPTIONS = {"caption_length": None}
+VIDEO_OPTIONS = {
+    "frames": None,
+    "height": None,
+    "width": None,
+    "cfg_batch": 2,
+    "quantize": "none",  # none | int8 (caption, embed and depth chunks; final stays float)
+    **VIDEO_GATES,
+}
+TEXT_OPTIONS = {
+    "caption_length": None,
+    "quantize": "none",  # none | int8 (block chunks; embedding table and final norm stay float)
+    "calib_prompts": None,  # file of calibration prompts, one a line (None: the built-in set)
+    **TEXT_GATES,
+}
+VIDEO_DECODER_OPTIONS = {
+    "frames": None,  # the latent geometry, as the denoiser's (latent units)
+    "height": None,
+    "width": None,
+    "micro_batch": None,  # frames per spatial decode (None: the model's micro_batch_size)
+    "denoiser": None,  # a video-denoiser artifact whose latents the decoder must decode
+}
 KIND_OPTIONS = {
     contract.VISION_ENCODER: VISION_OPTIONS,
     contract.VLM: VLM_OPTIONS,
     contract.LANGUAGE_MODEL: LANGUAGE_OPTIONS,
     contract.VIDEO_DENOISER: VIDEO_OPTIONS,
     contract.TEXT_ENCODER: TEXT_OPTIONS,
+    contract.VIDEO_DECODER: VIDEO_DECODER_OPTIONS,
 }
 COMMON = ("target", "model", "out", "atol", "fp16", "validate", "with_llm")
 DEFAULT_MODEL = "clip-vit-b16"
@@ -82,7 +107,7 @@ class ExportOptions:
     chunk_mb: float | None = None
     # vlm
     template: str | None = None
-    # quantization (vision-encoder, vlm, language-model): mode, calibration data, fidelity gates
+    # quantization (every kind): mode, calibration data, fidelity gates
     quantize: str | None = None
     calib_images: Path | None = None
     calib_prompts: Path | None = None
@@ -91,10 +116,14 @@ class ExportOptions:
     gate_top1: float | None = None
     gate_logit_cosine: float | None = None
     gate_greedy: float | None = None
+    gate_velocity_cosine: float | None = None  # video-denoiser
+    gate_caption_cosine: float | None = None  # text-encoder
     # vlm and language-model
     prefill_length: int | None = None
+    prefill_buckets: str | None = None
     max_length: int | None = None
     llm_chunks: int | None = None
+    kv_cache: str | None = None
     # video-denoiser
     frames: int | None = None
     height: int | None = None
@@ -102,6 +131,9 @@ class ExportOptions:
     cfg_batch: int | None = None
     # text-encoder
     caption_length: int | None = None
+    # video-decoder (and frames, height, width)
+    micro_batch: int | None = None
+    denoiser: Path | None = None
 
     @property
     def model_spec(self) -> str:
@@ -153,7 +185,7 @@ def quantize_mode(opts: ExportOptions, kind: str, modes: tuple[str, ...]) -> str
         given = [n for n in QUANTIZED_ONLY if n in opts.given()]
         if given:
             raise UserError(f"`{given[0]}` applies to quantized exports: pass `quantize` int8 or int4, or drop it")
-    for name in (*VISION_GATES, *LANGUAGE_GATES):
+    for name in GATES:
         value = opts.given().get(name)
         if value is not None and not 0 <= value <= 1:
             raise UserError(f"`{name}` {value} must lie in [0, 1]: it is a share or a cosine")

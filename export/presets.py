@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from edgetrim.export.families import decoder, stdit3, t5, vision
+from edgetrim.export.families import decoder, stdit3, t5, vae, vision
 from edgetrim.export.families.checkpoint import is_hub_id, read_config, resolve_folder
 from edgetrim.runtime import contract
 from edgetrim.runtime.errors import UserError
@@ -59,6 +59,7 @@ PRESETS: dict[str, Preset] = {
     **{n: Preset(n, contract.LANGUAGE_MODEL, p.description) for n, p in decoder.PRESETS.items()},
     **{n: Preset(n, contract.VIDEO_DENOISER, p.description) for n, p in stdit3.PRESETS.items()},
     **{n: Preset(n, contract.TEXT_ENCODER, t5_description(*p)) for n, p in t5.PRESETS.items()},
+    **{n: Preset(n, contract.VIDEO_DECODER, p.description) for n, p in vae.PRESETS.items()},
 }
 
 
@@ -76,10 +77,13 @@ def folder_kind(folder: Path, with_llm: bool) -> str:
         return contract.TEXT_ENCODER
     if model_type == "STDiT3" or "STDiT3" in (config.get("architectures") or []):
         return contract.VIDEO_DENOISER
+    if model_type == vae.MODEL_TYPE or vae.MODEL_TYPE in (config.get("architectures") or []):
+        return contract.VIDEO_DECODER
     arch = ", ".join(config.get("architectures") or []) or model_type
     raise UserError(
         f"{folder}: architecture {arch!r} is not supported: edgetrim exports CLIPVisionModel, SiglipVisionModel, "
-        "LLaVA / LLaVA-NeXT / LLaVA-OneVision, Qwen2 / Llama / Mistral causal LMs, T5 encoders and STDiT3"
+        "LLaVA / LLaVA-NeXT / LLaVA-OneVision, Qwen2 / Llama / Mistral causal LMs, T5 encoders, STDiT3 and "
+        "Open-Sora VAEs (VideoAutoencoderPipeline)"
     )
 
 

@@ -29,9 +29,14 @@ STREAMING_KINDS = (contract.VISION_ENCODER, contract.TEXT_ENCODER)  # one pipeli
 KIND_OPTIONS = {  # what ``edgetrim bench`` measures per kind, and the options it takes
     contract.VISION_ENCODER: {"memory_budget_mb", "repeats", "out"},
     contract.TEXT_ENCODER: {"memory_budget_mb", "repeats", "out"},
-    contract.VLM: {"budgets", "precisions", "max_new_tokens", "runs", "out"},
+    contract.VLM: {"budgets", "precisions", "genai", "max_new_tokens", "runs", "out"},
     contract.VIDEO_DENOISER: {"steps", "merge_steps", "leap_at", "step_repeats", "out"},
     contract.LANGUAGE_MODEL: set(),
+    contract.VIDEO_DECODER: set(),
+}
+NOT_BENCHED = {  # kinds edgetrim bench does not measure -> what to do instead
+    contract.LANGUAGE_MODEL: "bench a vlm export of the model",
+    contract.VIDEO_DECODER: "edgetrim run DIR --latent L writes per-chunk timings and the timeline to run.json",
 }
 ONNX_LOAD_OPTIONS = {"onnx_load", "runs", "repeats", "out"}  # --onnx-load, any kind of ONNX artifact
 
@@ -45,6 +50,7 @@ class BenchOptions:
     repeats: int | None = None  # streaming: invocations after the first (default 20)
     budgets: str | None = None  # vlm: budgets compared (default 1.0,0.5,0.2,0.1)
     precisions: str | None = None  # vlm: quantize modes compared, e.g. none,int4 (default: the artifact's)
+    genai: str | None = None  # vlm: onnxruntime-genai builder precisions measured beside ours, e.g. int4,fp32
     max_new_tokens: int | None = None  # vlm: fixed output length (default 16)
     runs: int | None = None  # vlm: interleaved rounds (default 3)
     steps: int | None = None  # video: sampling steps of the baseline (default 30)
@@ -61,7 +67,7 @@ class BenchOptions:
                     raise UserError(f"`{f.name}` does not apply with `onnx_load`, which takes runs, repeats and out")
             return
         if not KIND_OPTIONS[kind]:
-            raise UserError(f"edgetrim bench does not measure {kind} artifacts: bench a vlm export of the model")
+            raise UserError(f"edgetrim bench does not measure {kind} artifacts: {NOT_BENCHED[kind]}")
         for f in fields(self):
             if getattr(self, f.name) is not None and f.name not in KIND_OPTIONS[kind] | {"verify"}:
                 takers = [k for k, names in KIND_OPTIONS.items() if f.name in names]

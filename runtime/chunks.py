@@ -101,11 +101,13 @@ class Timeline:
             self.events.append(Event(*args))
 
 
-def check_io(chunks: list[dict], inputs: set[str]) -> None:
-    """Every chunk input must come from the pipeline inputs or an earlier chunk, with the same shape and dtype."""
+def check_io(artifact: Artifact, chunks: list[dict], inputs: set[str], function: str | None = None) -> None:
+    """Every chunk input (of ``function``) must come from the pipeline inputs or an earlier chunk, with the
+    same shape and dtype."""
     available: dict[str, tuple] = {}
     for chunk in chunks:
-        for spec in chunk["inputs"]:
+        chunk_inputs, chunk_outputs = artifact.io(chunk, function)
+        for spec in chunk_inputs:
             key = (tuple(spec["shape"]), spec["dtype"])
             if spec["name"] in available:
                 if available[spec["name"]] != key:
@@ -121,7 +123,7 @@ def check_io(chunks: list[dict], inputs: set[str]) -> None:
                 )
             else:
                 available[spec["name"]] = key
-        for spec in chunk["outputs"]:
+        for spec in chunk_outputs:
             available[spec["name"]] = (tuple(spec["shape"]), spec["dtype"])
 
 
@@ -149,12 +151,13 @@ def open_chunk(
     path, method = artifact.program(chunk, function)
     relative = path.relative_to(artifact.root).as_posix()
     sha256 = next(f["sha256"] for f in chunk["files"] if f["path"] == relative)
+    inputs, outputs = artifact.io(chunk, function)
     try:
         return open_backend(
             artifact.target,
             path,
-            [i["name"] for i in chunk["inputs"]],
-            [o["name"] for o in chunk["outputs"]],
+            [i["name"] for i in inputs],
+            [o["name"] for o in outputs],
             providers(sha256) if callable(providers) else providers,
             program_sha256=sha256,
             preoptimized=chunk.get("optimized") == contract.ORT_EXTENDED,
@@ -173,6 +176,8 @@ class ChunkLoader:
     ``inputs``: the names the caller feeds (default: the first chunk's inputs); ``outputs``: the names
     ``run`` returns (default: the last chunk's outputs). ``lean`` (default: on when streaming) opens
     ONNX sessions with memory-mapped weights and no per-session arena, see ``OnnxBackend``.
+    ``function``: the function of multi-function chunks ``run`` runs unless told otherwise (None: each
+    chunk's first); the pipeline's inputs and outputs are checked for every function it runs.
     """
 
     def __init__(
@@ -185,18 +190,17 @@ class ChunkLoader:
         pipeline: str | None = None,
         inputs: list[str] | None = None,
         outputs: list[str] | None = None,
+        function: str | None = None,
     ) -> None:
         self.artifact = artifact
         self.chunks = artifact.pipeline(pipeline)
         self.names = [c["name"] for c in self.chunks]
         self.providers = providers
-        self.input_names = inputs or [spec["name"] for spec in self.chunks[0]["inputs"]]
-        check_io(self.chunks, set(self.input_names))
-        produced = {spec["name"] for c in self.chunks for spec in c["outputs"]}
-        self.output_names = outputs or [o["name"] for o in self.chunks[-1]["outputs"]]
-        missing = [n for n in self.output_names if n not in produced]
-        if missing:
-            raise UserError(f"no chunk produces {', '.join(missing)}: the artifact does not match this runtime")
+        self.function = function
+        self.input_names = inputs or [spec["name"] for spec in artifact.io(self.chunks[0], function)[0]]
+        self.output_names = outputs or [o["name"] for o in artifact.io(self.chunks[-1], function)[1]]
+        self.checked: set[str | None] = set()
+        self._check(function)
         self.plan = plan_memory(self.chunks, memory_budget_mb, overlap)
         self.lean = bool(self.plan.streamed) if lean is None else lean  # lean sessions when streaming
         self.timeline = Timeline()
@@ -206,6 +210,17 @@ class ChunkLoader:
         self.resident: dict[tuple[int, str | None], Backend] = {}
         self.pending: dict[tuple[int, str | None], Future] = {}
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edgetrim-loader")
+
+    def _check(self, function: str | None) -> None:
+        """The chunks of ``function`` line up from the pipeline inputs and produce its outputs (once each)."""
+        if function in self.checked:
+            return
+        check_io(self.artifact, self.chunks, set(self.input_names), function)
+        produced = {spec["name"] for c in self.chunks for spec in self.artifact.io(c, function)[1]}
+        missing = [n for n in self.output_names if n not in produced]
+        if missing:
+            raise UserError(f"no chunk produces {', '.join(missing)}: the artifact does not match this runtime")
+        self.checked.add(function)
 
     # -- loading
     def _key(self, index: int, function: str | None) -> tuple[int, str | None]:
@@ -261,11 +276,21 @@ class ChunkLoader:
     def warm(self, function: str | None = None) -> None:
         """Load the resident chunks now (otherwise they load on first use)."""
         for index in self.plan.resident:
-            self._acquire(index, function)
+            self._acquire(index, function or self.function)
+
+    def retain(self, function: str | None) -> None:
+        """Release the resident backends of every function but ``function`` (e.g. a language model's other
+        prefill lengths: ONNX Runtime and XNNPACK pack a function's weights for it alone)."""
+        keep = {self._key(index, function) for index in range(len(self.chunks))}
+        for key in [k for k in self.resident if k not in keep]:
+            del self.resident[key]
 
     # -- running
     def run(self, feeds: dict[str, np.ndarray], function: str | None = None) -> dict[str, np.ndarray]:
-        """Run the pipeline once; ``function`` selects the variant of multi-function chunks."""
+        """Run the pipeline once; ``function`` selects the variant of multi-function chunks (default: the
+        loader's ``function``)."""
+        function = function or self.function
+        self._check(function)
         absent = [n for n in self.input_names if n not in feeds]
         if absent:
             raise UserError(f"missing input {', '.join(absent)} for pipeline {'/'.join(self.names)}")
@@ -278,7 +303,7 @@ class ChunkLoader:
                 if nxt is not None and nxt != index:  # the next invocation usually runs the same function
                     self._prefetch(nxt, function, invocation + int(nxt <= index))
             t0 = time.perf_counter()
-            out = backend.run({spec["name"]: env[spec["name"]] for spec in chunk["inputs"]})
+            out = backend.run({spec["name"]: env[spec["name"]] for spec in self.artifact.io(chunk, function)[0]})
             self.timeline.add(chunk["name"], "compute", t0, time.perf_counter(), invocation)
             env.update(out)
             if index not in self.plan.resident:

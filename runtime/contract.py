@@ -7,10 +7,14 @@ Artifact kinds and their pipelines (chunk names in run order):
 
 - ``vision-encoder``: ``vision`` (pixel_values -> tokens, positions, partition_budgets)
 - ``vlm``: ``vision``, ``prefill``, ``decode``; top-level files ``embedding``, ``tokenizer``
-- ``language-model``: ``prefill``, ``decode``; top-level file ``embedding`` (``tokenizer`` when known)
+  (``embedding_scales`` when the table is int8)
+- ``language-model``: ``prefill``, ``decode``; top-level file ``embedding`` (``tokenizer`` when known,
+  ``embedding_scales`` when the table is int8)
 - ``video-denoiser``: ``caption``, ``denoiser`` (depth chunks hold functions ``plain`` and ``tdtm``);
   top-level file ``null_caption``
 - ``text-encoder``: ``text_encoder``; top-level file ``tokenizer``
+- ``video-decoder``: ``temporal`` (per micro-frame chunk of latent frames; ``temporal_last`` for a shorter
+  last chunk, same weights), ``spatial`` (per micro-batch of frames)
 """
 
 from __future__ import annotations
@@ -22,14 +26,15 @@ MANIFEST = "manifest.json"
 REPORT = "report.json"
 
 # ------------------------------------------------------------------------------------------- kinds, targets
-VISION_ENCODER, VLM, LANGUAGE_MODEL, VIDEO_DENOISER, TEXT_ENCODER = (
+VISION_ENCODER, VLM, LANGUAGE_MODEL, VIDEO_DENOISER, TEXT_ENCODER, VIDEO_DECODER = (
     "vision-encoder",
     "vlm",
     "language-model",
     "video-denoiser",
     "text-encoder",
+    "video-decoder",
 )
-KINDS = (VISION_ENCODER, VLM, LANGUAGE_MODEL, VIDEO_DENOISER, TEXT_ENCODER)
+KINDS = (VISION_ENCODER, VLM, LANGUAGE_MODEL, VIDEO_DENOISER, TEXT_ENCODER, VIDEO_DECODER)
 ONNX, COREML, EXECUTORCH = "onnx", "coreml", "executorch"
 TARGETS = (ONNX, COREML, EXECUTORCH)
 PROGRAM_SUFFIX = {ONNX: ".onnx", EXECUTORCH: ".pte", COREML: ".mlpackage"}
@@ -44,19 +49,23 @@ QUANTIZATIONS = (INT8_DYNAMIC, INT4_DYNAMIC, INT8_WEIGHT, INT4_WEIGHT)
 
 # ------------------------------------------------------------------------------------------- pipelines
 VISION, PREFILL, DECODE, CAPTION, DENOISER, TEXT = "vision", "prefill", "decode", "caption", "denoiser", "text_encoder"
+TEMPORAL, TEMPORAL_LAST, SPATIAL = "temporal", "temporal_last", "spatial"  # video decoder
 DEFAULT_PIPELINE = "main"  # the one pipeline of a manifest that names none (all chunks in order)
 
 # ------------------------------------------------------------------------------------------- file roles
 PROGRAM = "program"  # the chunk's program (first function of a multi-function ONNX chunk)
 EXTERNAL_DATA = "external_data"  # ONNX weights beside the graph(s)
-EMBEDDING = "embedding"  # token-embedding table [V, D], .npy
+EMBEDDING = "embedding"  # token-embedding table [V, D], .npy (float32, float16 or int8: ``llm.embedding_dtype``)
+EMBEDDING_SCALES = "embedding_scales"  # [V] float32 of an int8 table, .npy: row i is embedding[i] * scales[i]
 TOKENIZER = "tokenizer"  # tokenizer.json (Hugging Face tokenizers)
 TOKENIZER_CONFIG = "tokenizer_config"
 SPECIAL_TOKENS_MAP = "special_tokens_map"
 NULL_CAPTION = "null_caption"  # [L, C_cap] caption embedding for classifier-free guidance, .npy
 TOKENIZER_FILES = {"tokenizer.json": TOKENIZER, "tokenizer_config.json": TOKENIZER_CONFIG}
 TOKENIZER_FILES["special_tokens_map.json"] = SPECIAL_TOKENS_MAP
-DATA_FILES = {EMBEDDING: "embed_tokens.npy", NULL_CAPTION: "null_caption.npy"}
+DATA_FILES = {EMBEDDING: "embed_tokens.npy", EMBEDDING_SCALES: "embed_scales.npy", NULL_CAPTION: "null_caption.npy"}
+# llm["embedding_dtype"]: the table as stored; int8 is symmetric per row (scale max|row| / 127, 1 for a zero row)
+EMBEDDING_FLOAT32, EMBEDDING_FLOAT16, EMBEDDING_INT8 = "float32", "float16", "int8"
 
 
 def program_role(function: str, first: bool) -> str:
@@ -67,6 +76,12 @@ def program_role(function: str, first: bool) -> str:
 # ------------------------------------------------------------------------------------------- functions
 PLAIN, TDTM = "plain", "tdtm"  # depth-chunk functions of a video denoiser
 DEFAULT_METHOD = "forward"  # the method of a single-function ExecuTorch program / CoreML model
+
+
+def prefill_function(length: int) -> str:
+    """Function of a language-model chunk that prefills ``length`` positions (one per prefill length;
+    beside it the chunk holds ``decode``, over the same weights)."""
+    return f"{PREFILL}_{length}"
 
 
 def method_name(function: str) -> str:
@@ -80,6 +95,7 @@ PIXEL_VALUES, TOKENS, POSITIONS, PARTITION_BUDGETS = "pixel_values", "tokens", "
 EARLY_SCORES, SELECT_SCORES = "early_scores", "select_scores"  # [B*P, N] between vision chunks
 # language model: inputs_embeds [1, P or 1, D], last_index int [1], position int [1] -> logits [1, V]
 INPUTS_EMBEDS, LAST_INDEX, POSITION, LOGITS = "inputs_embeds", "last_index", "position", "logits"
+KV_STATE, KV_IO = "state", "io"  # a Core ML language model's KV cache: model state (iOS 18) or inputs/outputs
 KV = ("key", "value")
 # video denoiser: latent [B, C, T, H, W], timestep [B], caption [B, L, C], caption_mask [B, L] -> velocity
 LATENT, TIMESTEP, CAPTION_EMBEDS, CAPTION_MASK, VELOCITY = (
@@ -92,11 +108,24 @@ LATENT, TIMESTEP, CAPTION_EMBEDS, CAPTION_MASK, VELOCITY = (
 CAPTION_TOKENS, TIME, TIME_MLP = "caption", "t", "t_mlp"  # between video chunks
 # text encoder: input_ids int [1, L], attention_mask float [1, L] -> caption_embeds [1, L, D]
 INPUT_IDS, ATTENTION_MASK, ATTENTION_BIAS = "input_ids", "attention_mask", "attn_bias"
+# video decoder, frames in (B T) order: latent_chunk [B*k, C, h, w] (k latent frames of a micro-frame chunk)
+# -> frame_latents [B*f, C, h, w] (f video frames); frame_batch [N, C, h, w] -> frames [N, 3, 8h, 8w] (about [-1, 1])
+LATENT_CHUNK, FRAME_LATENTS, FRAME_BATCH, FRAMES = "latent_chunk", "frame_latents", "frame_batch", "frames"
 
 
 def hidden_name(index: int) -> str:
     """The hidden state entering layer / block / depth step ``index`` (between chunks)."""
     return f"hidden_{index:02d}"
+
+
+def temporal_name(index: int) -> str:
+    """Video decoder: the frames entering temporal stage ``index + 1`` (0: the temporal head's output)."""
+    return f"temporal_{index:02d}"
+
+
+def spatial_name(index: int) -> str:
+    """Video decoder: the frames entering spatial up block ``index`` (0: the spatial head's output)."""
+    return f"spatial_{index:02d}"
 
 
 def past_names(layer: int) -> list[str]:
@@ -107,6 +136,12 @@ def past_names(layer: int) -> list[str]:
 def present_names(layer: int) -> list[str]:
     """Prefill / decode outputs: the updated KV cache of ``layer``."""
     return [f"present_{kind}_{layer:02d}" for kind in KV]
+
+
+def cache_names(layer: int) -> list[str]:
+    """Core ML states of a stateful language-model chunk: the KV cache of ``layer``, [1, KV, L, hd] each,
+    written by prefill and updated in place by decode (no past / present tensors cross the call)."""
+    return [f"{kind}_cache_{layer:02d}" for kind in KV]
 
 
 # ------------------------------------------------------------------------------------------- prompts
@@ -122,8 +157,12 @@ def as_json() -> dict:
         "hidden_name(3)": hidden_name(3),
         "past_names(1)": past_names(1),
         "present_names(1)": present_names(1),
+        "cache_names(1)": cache_names(1),
         "method_name('tdtm')": method_name(TDTM),
+        "prefill_function(96)": prefill_function(96),
         "program_role('tdtm', false)": program_role(TDTM, False),
+        "temporal_name(3)": temporal_name(3),
+        "spatial_name(3)": spatial_name(3),
     }
     return values
 

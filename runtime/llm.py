@@ -2,10 +2,12 @@
 
 A language-model or vlm artifact (``edgetrim.export.llm`` / ``edgetrim.export.vlm``) has a
 ``prefill`` and a ``decode`` pipeline and a top-level ``embedding`` file, the token-embedding
-table ``[V, D]`` (float16 or float32; rows are widened to float32). Text is embedded from that
-table, the K visual tokens ``[K, D]`` replace the image placeholder, the prompt is right-padded to
-the static prefill length P, and the caches ``[1, KV, L, hd]`` go from each step's
-``present_*`` outputs to the next step's ``past_*`` inputs.
+table ``[V, D]`` (float32, float16, or int8 with per-row scales: ``edgetrim.runtime.embedding``;
+looked-up rows are widened to float32). Text is embedded from that table, the K visual tokens
+``[K, D]`` replace the image placeholder, the prompt is right-padded to the smallest exported
+prefill length that holds it (P, or a shorter prefill bucket: the ``prefill_<n>`` functions of the
+same chunks, over the same weights as ``decode``), and the caches ``[1, KV, L, hd]`` go from each
+step's ``present_*`` outputs to the next step's ``past_*`` inputs.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from edgetrim.runtime import contract
 from edgetrim.runtime.backends import Providers
 from edgetrim.runtime.chunks import ChunkLoader
 from edgetrim.runtime.contract import INPUTS_EMBEDS, LAST_INDEX, LOGITS, POSITION, past_names, present_names
+from edgetrim.runtime.embedding import EmbeddingTable
 from edgetrim.runtime.errors import UserError
 from edgetrim.runtime.manifest import Artifact, open_artifact
 
@@ -34,6 +37,7 @@ class Generation:
     tokens: list[int]
     first_logits: np.ndarray
     prompt_tokens: int
+    prefill_length: int  # the exported prefill length that ran (the smallest holding the prompt)
     ttft_s: float  # embedding + prefill + first token
     decode_s: float  # the decode steps after the first token
     step_s: list[float] = field(default_factory=list)
@@ -43,15 +47,17 @@ class Generation:
         return len(self.step_s) / self.decode_s if self.decode_s > 0 else 0.0
 
 
-def splice_visual(ids: list[int], table: np.ndarray, visual: np.ndarray | None, image_token: int | None) -> np.ndarray:
+def splice_visual(
+    ids: list[int], table: EmbeddingTable, visual: np.ndarray | None, image_token: int | None
+) -> np.ndarray:
     """Prompt ids -> embeddings [n, D]; the one ``image_token`` becomes the K rows of ``visual`` [K, D].
 
     Ids that already hold K placeholders (a processor that expanded them) are replaced in order.
     """
-    embeds = np.asarray(table[np.asarray(ids, dtype=np.int64)], dtype=np.float32)
+    embeds = table.rows(ids)
     if visual is None:
         return embeds
-    visual = np.asarray(visual, dtype=np.float32).reshape(-1, table.shape[1])
+    visual = np.asarray(visual, dtype=np.float32).reshape(-1, table.width)
     slots = [i for i, t in enumerate(ids) if t == image_token]
     if len(slots) == len(visual) and slots == list(range(slots[0], slots[0] + len(slots))):
         embeds[slots] = visual
@@ -76,9 +82,15 @@ class LanguageModelRunner:
         if artifact.kind not in KINDS:
             raise UserError(f"{artifact.root} is a {artifact.kind} artifact: this takes {' or '.join(KINDS)} artifacts")
         self.artifact, section = artifact, artifact.manifest["llm"]
+        if section.get("kv_cache") == contract.KV_STATE:
+            raise UserError(
+                f"{artifact.root} keeps its KV cache as Core ML state (iOS 18): run it in the iOS app, or export "
+                "with `kv_cache` io to run it here"
+            )
         self.prefill_len, self.max_len = section["prefill_length"], section["max_length"]
+        self.prefill_lengths = sorted(section.get("prefill_lengths", [self.prefill_len]))  # before 0.4: P alone
         self.layers = section["num_layers"]
-        self.table = np.load(artifact.data_file(contract.EMBEDDING), mmap_mode="r")  # [V, D], float16 or float32
+        self.table = EmbeddingTable.open(artifact)  # [V, D], memory-mapped
         self.presents = [n for i in range(self.layers) for n in present_names(i)]
         self.pasts = [n for i in range(self.layers) for n in past_names(i)]
         self.prefill = ChunkLoader(
@@ -88,6 +100,7 @@ class LanguageModelRunner:
             pipeline=contract.PREFILL,
             inputs=[INPUTS_EMBEDS, LAST_INDEX],
             outputs=[LOGITS, *self.presents],
+            function=contract.prefill_function(self.prefill_len),
         )
         self.decode = ChunkLoader(
             artifact,
@@ -96,6 +109,7 @@ class LanguageModelRunner:
             pipeline=contract.DECODE,
             inputs=[INPUTS_EMBEDS, POSITION, *self.pasts],
             outputs=[LOGITS, *self.presents],
+            function=contract.DECODE,
         )
 
     @classmethod
@@ -103,9 +117,11 @@ class LanguageModelRunner:
         """Open (and sha256-verify) a language-model or vlm artifact folder."""
         return cls(open_artifact(root, KINDS), memory_budget_mb)
 
-    def warm(self) -> None:
-        """Load the resident chunks now (otherwise they load on first use)."""
-        self.prefill.warm()
+    def warm(self, prompt_tokens: int | None = None) -> None:
+        """Load the resident chunks now (otherwise they load on first use): decode, and prefill at the
+        length a prompt of ``prompt_tokens`` runs (default: P)."""
+        length = self.prefill_length_for(prompt_tokens or self.prefill_len)
+        self.prefill.warm(contract.prefill_function(length))
         self.decode.warm()
 
     def close(self) -> None:
@@ -119,11 +135,15 @@ class LanguageModelRunner:
 
     def row(self, token: int) -> np.ndarray:
         """[1, 1, D] float32 embedding of one token (a writable copy)."""
-        return np.array(self.table[token], np.float32)[None, None]
+        return self.table.rows([token])[None]
 
     def embed(self, ids: list[int], visual: np.ndarray | None = None, image_token: int | None = None) -> np.ndarray:
         """[n, D] prompt embeddings with the visual tokens spliced in."""
         return splice_visual(ids, self.table, visual, image_token)
+
+    def prefill_length_for(self, n: int) -> int:
+        """The smallest exported prefill length that holds ``n`` prompt tokens (n <= P)."""
+        return next(length for length in self.prefill_lengths if length >= n)
 
     def generate(
         self,
@@ -149,9 +169,13 @@ class LanguageModelRunner:
                 f"{n} prompt tokens + {max_new_tokens} new tokens exceed the KV cache of {self.max_len}: "
                 f"pass `max_new_tokens` {self.max_len - n + 1} or less"
             )
-        padded = np.zeros((1, self.prefill_len, embeds.shape[1]), np.float32)
+        length = self.prefill_length_for(n)
+        padded = np.zeros((1, length, embeds.shape[1]), np.float32)
         padded[0, :n] = embeds
-        env = self.prefill.run({INPUTS_EMBEDS: padded, LAST_INDEX: np.array([n - 1], np.int64)})
+        feeds = {INPUTS_EMBEDS: padded, LAST_INDEX: np.array([n - 1], np.int64)}
+        function = contract.prefill_function(length)
+        self.prefill.retain(function)  # one prefill length resident at a time: each holds its own packed weights
+        env = self.prefill.run(feeds, function=function)
         logits = env[LOGITS][0]
         tokens = [int(np.argmax(logits))]
         ttft = time.perf_counter() - t0
@@ -168,7 +192,7 @@ class LanguageModelRunner:
             steps.append(time.perf_counter() - s)
             if on_token:
                 on_token(tokens[-1])
-        return Generation(tokens, logits, n, ttft, sum(steps), steps)
+        return Generation(tokens, logits, n, length, ttft, sum(steps), steps)
 
 
 def load_tokenizer(path: str | Path):

@@ -7,9 +7,10 @@ uses are those of ``edgetrim.runtime.contract``.
 ``chunks`` lists every program of the artifact (unique names). ``pipelines`` names the ordered
 chunk lists the runtime runs, e.g. ``{"vision": [...], "prefill": [...], "decode": [...]}``;
 without it the artifact has one pipeline, all chunks in order. A chunk may hold several
-``functions`` (e.g. ``plain`` / ``tdtm``) sharing its weights. Top-level ``files`` lists data that
-belongs to no chunk (embedding tables, tokenizer files); it is verified like chunk files. No listed
-file may resolve outside the artifact folder (symlinks included).
+``functions`` sharing its weights: with the chunk's inputs and outputs (``plain`` / ``tdtm``), or
+each with its own ``inputs`` / ``outputs`` (a language model's ``prefill_<n>`` and ``decode``).
+Top-level ``files`` lists data that belongs to no chunk (embedding tables, tokenizer files); it is
+verified like chunk files. No listed file may resolve outside the artifact folder (symlinks included).
 
 Verification (``open_artifact``): every listed file present, inside the folder and of its listed
 size, then its sha256 -- hashed on the first open and again whenever a file's stat changed; an
@@ -41,6 +42,7 @@ REQUIRED_KEYS = {
     contract.LANGUAGE_MODEL: ("target", "chunks", "pipelines", "source", "llm", "files"),
     contract.VIDEO_DENOISER: ("target", "chunks", "pipelines", "source", "video"),
     contract.TEXT_ENCODER: ("target", "chunks", "source", "text_encoder"),
+    contract.VIDEO_DECODER: ("target", "chunks", "pipelines", "source", "decoder"),
 }
 
 
@@ -110,6 +112,12 @@ class Artifact:
             )
         entry = functions[function]
         return self.root / entry["file"], entry.get("method", contract.DEFAULT_METHOD)
+
+    def io(self, chunk: dict, function: str | None = None) -> tuple[list[dict], list[dict]]:
+        """(inputs, outputs) of ``function`` of a chunk, each spec {name, shape, dtype}: the function entry's
+        own when it lists them (a language model's ``prefill_<n>`` / ``decode``), else the chunk's."""
+        entry = (chunk.get("functions") or {}).get(function or "", {})
+        return entry.get("inputs", chunk["inputs"]), entry.get("outputs", chunk["outputs"])
 
     def programs(self) -> list[tuple[str, dict, str | None, Path, str]]:
         """Every program of the artifact: (label ``chunk[.function]``, chunk, function, path, sha256)."""
@@ -188,6 +196,7 @@ def read_manifest(root: str | Path) -> Artifact:
     check_chunks(path, manifest["chunks"])
     check_pipelines(path, manifest)
     check_file_entries(path, "the artifact", manifest.get("files", []))
+    check_embedding(path, manifest)
     return Artifact(root, manifest, hashlib.sha256(text.encode()).hexdigest())
 
 
@@ -207,6 +216,18 @@ def check_file_entries(path: Path, owner: str, files) -> None:
         rel = PurePosixPath(entry["path"])
         if not entry["path"] or rel.is_absolute() or ".." in rel.parts or "\\" in entry["path"]:
             raise UserError(f"{path}: file {entry['path']!r} is outside the artifact folder: {DAMAGED}")
+
+
+def check_embedding(path: Path, manifest: dict) -> None:
+    """An int8 embedding table lists its per-row scales (``embedding_scales``)."""
+    llm = manifest.get("llm")
+    if not isinstance(llm, dict) or llm.get("embedding_dtype") != contract.EMBEDDING_INT8:
+        return
+    if contract.EMBEDDING_SCALES not in {entry["role"] for entry in manifest.get("files", [])}:
+        raise UserError(
+            f"{path}: llm.embedding_dtype is int8 but the artifact lists no {contract.EMBEDDING_SCALES} file "
+            f"(the table's per-row scales): {DAMAGED}"
+        )
 
 
 def check_chunks(path: Path, chunks) -> None:

@@ -23,6 +23,7 @@ KIND_OPTIONS = {
     contract.VIDEO_DENOISER: {"caption", "text_encoder", "prompt_text", "steps", "merge_steps", "leap_at", "lpl"}
     | {"lpl_min_steps", "guidance", "seed", "out", "noise", "json"},
     contract.TEXT_ENCODER: {"prompt_text", "out"},
+    contract.VIDEO_DECODER: {"latent", "out"},
 }
 DEFAULT_PROMPT = "Describe the image in one sentence."
 
@@ -48,6 +49,7 @@ class RunOptions:
     seed: int | None = None
     out: Path | None = None
     noise: Path | None = None
+    latent: Path | None = None
 
     def check(self, kind: str) -> None:
         for f in fields(self):
@@ -72,7 +74,7 @@ def run_vlm(root: Path, opts: RunOptions, on_text: Callable[[str], None]) -> dic
     if opts.image is None:
         raise UserError(f"{root} is a VLM: pass `image` PATH and `prompt` TEXT")
     image = load_image(opts.image)
-    pipeline = VlmPipeline(root, memory_budget_mb=opts.memory_budget_mb)
+    pipeline = VlmPipeline(root, memory_budget_mb=opts.memory_budget_mb, prompt=opts.prompt)
     try:
         result = pipeline.generate(image, opts.prompt or DEFAULT_PROMPT, opts.max_new_tokens or 32, on_text=on_text)
     finally:
@@ -102,6 +104,7 @@ def run_language_model(root: Path, opts: RunOptions, on_text: Callable[[str], No
         on_text(after[len(before) :] if after.startswith(before) else "")
 
     try:
+        runner.warm(len(ids))
         gen = runner.generate(runner.embed(ids), opts.max_new_tokens or 32, (), on_token)
     finally:
         runner.close()
@@ -182,6 +185,10 @@ def run(
         summary = run_language_model(root, opts, on_text)
     elif kind == contract.VIDEO_DENOISER:
         summary = run_video(root, opts, progress)
+    elif kind == contract.VIDEO_DECODER:
+        from edgetrim.runtime import video_decoder
+
+        summary = video_decoder.run(root, opts.latent, opts.out, opts.memory_budget_mb)
     else:
         from edgetrim.runtime import text
 

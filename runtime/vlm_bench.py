@@ -7,7 +7,9 @@ one on a fixed sample image and prompt with a fixed output length (EOS ignored);
 Reports artifact bytes, vision ms, prefill ms, TTFT (image in -> first token), decode tokens/s and peak
 memory per variant, with ratios against the unreduced float variant (budget 1.0, quantize none; else
 the unreduced one, else the largest K). Writes ``vlm_bench.json``, ``vlm_bench.md`` and
-``vlm_bench.png`` (size, peak memory, TTFT and decode tokens/s per variant).
+``vlm_bench.png`` (size, peak memory, TTFT and decode tokens/s per variant). ``genai`` variants add
+onnxruntime-genai's model builder on the same language model (``edgetrim.runtime.genai_bench``) to the same
+rounds, fed the image, prompt and visual tokens of one of our artifacts, with ours / genai ratios.
 """
 
 from __future__ import annotations
@@ -18,22 +20,34 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
+from edgetrim.runtime import contract
 from edgetrim.runtime.bench import peak_rss_mb
 from edgetrim.runtime.errors import UserError
+from edgetrim.runtime.genai_bench import EDGETRIM, ENGINE, GenaiVariant, GenaiVlmPipeline, compare
+from edgetrim.runtime.genai_bench import markdown as genai_markdown
 
 PROMPT = "Describe the image in one sentence."
 GOALS = {"ttft_20_le_0.30x": 0.30, "ttft_20_le_0.22x_stretch": 0.22}
 
 
-def worker(root: str, max_new_tokens: int, runs: int) -> dict:
+def lm_bytes(manifest: dict) -> int:
+    """Bytes of the chunks in the prefill and decode pipelines (the language model without its table)."""
+    names = {name for p in (contract.PREFILL, contract.DECODE) for name in manifest["pipelines"].get(p, [])}
+    return sum(f["bytes"] for c in manifest["chunks"] if c["name"] in names for f in c["files"])
+
+
+def worker(root: str, max_new_tokens: int, runs: int, genai_model: str | None = None) -> dict:
+    """One variant measured in this process: our artifact ``root``, or (``genai_model``) its vision chunks, prompt
+    and table with onnxruntime-genai's model in place of its language model."""
     from edgetrim.calib.samples import sample_image
     from edgetrim.runtime.vlm import VlmPipeline
 
     baseline = peak_rss_mb()
     t0 = time.perf_counter()
-    pipeline = VlmPipeline(root)
+    pipeline = VlmPipeline(root, prompt=PROMPT) if genai_model is None else GenaiVlmPipeline(root, genai_model)
     load_ms = (time.perf_counter() - t0) * 1e3
     image = sample_image(7)
     results = [pipeline.generate(image, PROMPT, max_new_tokens, stop_at_eos=False) for _ in range(runs + 1)][1:]
@@ -44,8 +58,9 @@ def worker(root: str, max_new_tokens: int, runs: int) -> dict:
 
     m = pipeline.artifact.manifest
     entries = [f for c in m["chunks"] for f in c["files"]] + m.get("files", [])
-    return {
+    row = {
         "artifact": root,
+        "engine": EDGETRIM,
         "quantize": m.get("export_options", {}).get("quantize", "none"),
         "artifact_bytes": sum(f["bytes"] for f in entries),
         "requested_budget": m["reduction"]["requested_budget"],
@@ -55,6 +70,7 @@ def worker(root: str, max_new_tokens: int, runs: int) -> dict:
         "prefill_length": m["llm"]["prefill_length"],
         "max_length": m["llm"]["max_length"],
         "prompt_tokens": results[0].prompt_tokens,
+        "prefilled_length": results[0].generation.prefill_length,
         "load_ms": load_ms,
         "preprocess_ms": median("preprocess_ms"),
         "vision_ms": median("vision_ms"),
@@ -65,11 +81,19 @@ def worker(root: str, max_new_tokens: int, runs: int) -> dict:
         "runs": runs,
         "peak_rss_mb": peak_rss_mb(),
         "baseline_rss_mb": baseline,
+        "lm_bytes": lm_bytes(m),
+        "tokens": results[0].tokens,
     }
+    if genai_model is None:
+        return row
+    genai = pipeline.lm.facts()  # the whole pipeline as run: our vision chunks and table, the builder's model
+    bytes_run = row["artifact_bytes"] - row["lm_bytes"] + genai["lm_bytes"]
+    return row | genai | {"artifact_bytes": bytes_run, "prefill_length": row["prefilled_length"]}  # unpadded
 
 
-def run_worker(root: Path, max_new_tokens: int, runs: int) -> dict:
+def run_worker(root: Path, max_new_tokens: int, runs: int, genai_model: Path | None = None) -> dict:
     cmd = [sys.executable, "-m", "edgetrim.runtime.vlm_bench", "--worker", str(root), str(max_new_tokens), str(runs)]
+    cmd += [str(genai_model)] if genai_model else []
     proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ))
     if proc.returncode != 0:
         tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
@@ -90,8 +114,9 @@ def merge_rounds(results: list[dict]) -> dict:
 def add_ratios(rows: list[dict]) -> dict:
     """Ratios against the base row (unreduced and float, else unreduced, else the largest K); returns the
     goal checks (TTFT and memory at 20% against it, at the base's precision)."""
-    unreduced = [r for r in rows if r["method"] == "none"]
-    base = min(unreduced, key=lambda r: r["quantize"] != "none") if unreduced else rows[0]
+    ours = [r for r in rows if r["engine"] == EDGETRIM]
+    unreduced = [r for r in ours if r["method"] == "none"]
+    base = min(unreduced, key=lambda r: r["quantize"] != "none") if unreduced else ours[0]
     for r in rows:
         r["ttft_ratio"] = r["ttft_ms"] / base["ttft_ms"]
         r["prefill_ratio"] = r["prefill_ms"] / base["prefill_ms"]
@@ -101,7 +126,7 @@ def add_ratios(rows: list[dict]) -> dict:
     at20 = next(
         (
             r
-            for r in rows
+            for r in ours
             if r["method"] == "hired" and float(r["requested_budget"]) == 0.2 and r["quantize"] == base["quantize"]
         ),
         None,
@@ -119,8 +144,11 @@ def target_label(meta: dict) -> str:
 
 
 def variant_label(r: dict) -> str:
-    """``20%``, ``100% (none)``, and the quantize mode when not float: ``20% int4``."""
+    """``20%``, ``100% (none)``, and the quantize mode when not float: ``20% int4``; ``20% genai-int4`` for
+    onnxruntime-genai's model."""
     budget = "100% (none)" if r["method"] == "none" else f"{float(r['requested_budget']):.0%}"
+    if r["engine"] == ENGINE:
+        return f"{budget} genai-{r['genai_precision']}"
     return budget if r["quantize"] == "none" else f"{budget} {r['quantize']}"
 
 
@@ -138,18 +166,19 @@ def markdown(meta: dict, rows: list[dict], goals: dict) -> str:
         "",
         "Ratios are against the first row (unreduced, float when measured).",
         "",
-        "| variant | K | P | size MB | vs base | vision ms | prefill ms | TTFT ms | vs base | decode tok/s | vs base "
-        "| peak RSS MB | vs base |",
+        "| variant | K | prefill ran / P | size MB | vs base | vision ms | prefill ms | TTFT ms | vs base "
+        "| decode tok/s | vs base | peak RSS MB | vs base |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
-            f"| {variant_label(r)} | {r['visual_tokens']} | {r['prefill_length']} | "
+            f"| {variant_label(r)} | {r['visual_tokens']} | {r['prefilled_length']} / {r['prefill_length']} | "
             f"{r['artifact_bytes'] / 2**20:.0f} | {r['bytes_ratio']:.2f}x | {r['vision_ms']:.0f} | "
             f"{r['prefill_ms']:.0f} | {r['ttft_ms']:.0f} | "
             f"{r['ttft_ratio']:.2f}x | {r['decode_tokens_per_s']:.1f} | {r['decode_ratio']:.2f}x | "
             f"{r['peak_rss_mb']:.0f} | {r['peak_rss_ratio']:.2f}x |"
         )
+    lines += genai_markdown(rows, variant_label)
     if goals:
         lines += ["", "Goals: " + ", ".join(f"{k}: {'met' if v else 'NOT met'}" for k, v in goals.items())]
     return "\n".join(lines) + "\n"
@@ -187,20 +216,28 @@ def plot_png(rows: list[dict], path: Path) -> Path:
 
 
 def bench_vlm(
-    roots: list[Path], out: Path, max_new_tokens: int, runs: int, meta: dict, progress=lambda m: None
+    roots: list[Path],
+    out: Path,
+    max_new_tokens: int,
+    runs: int,
+    meta: dict,
+    progress=lambda m: None,
+    genai: Sequence[GenaiVariant] = (),
 ) -> dict:
-    """Measure each artifact (one per variant) in its own process; write JSON, markdown and PNG into ``out``."""
+    """Measure each artifact (one per variant) and each ``genai`` variant in its own process; write JSON, markdown
+    and PNG into ``out``."""
     if runs < 1 or max_new_tokens < 2:
         raise UserError(f"`runs` {runs} / `max_new_tokens` {max_new_tokens}: pass runs >= 1 and >= 2 new tokens")
-    rounds: list[list[dict]] = [[] for _ in roots]
+    variants = [(root, None, "") for root in roots] + [(g.artifact, g.model, f" + genai {g.precision}") for g in genai]
+    rounds: list[list[dict]] = [[] for _ in variants]
     for r in range(runs):  # interleaved rounds: drifting machine load hits every budget alike
-        for i, root in enumerate(roots):
-            progress(f"round {r + 1}/{runs}: {root.name}")
-            rounds[i].append(run_worker(root, max_new_tokens, 1))
+        for i, (root, model, label) in enumerate(variants):
+            progress(f"round {r + 1}/{runs}: {root.name}{label}")
+            rounds[i].append(run_worker(root, max_new_tokens, 1, model))
     rows = [merge_rounds(results) for results in rounds]
     order = {mode: i for i, mode in enumerate(meta.get("precisions") or ["none"])}
-    rows.sort(key=lambda r: (order.get(r["quantize"], len(order)), -r["visual_tokens"]))
-    goals = add_ratios(rows)
+    rows.sort(key=lambda r: (r["engine"] != EDGETRIM, order.get(r["quantize"], len(order)), -r["visual_tokens"]))
+    goals = add_ratios(rows) | compare(rows, variant_label)
     out.mkdir(parents=True, exist_ok=True)
     meta = {**meta, "max_new_tokens": max_new_tokens, "runs": runs}
     report = {"meta": meta, "rows": rows, "goals": goals}
@@ -211,5 +248,5 @@ def bench_vlm(
     return report
 
 
-if __name__ == "__main__" and len(sys.argv) == 5 and sys.argv[1] == "--worker":
-    print(json.dumps(worker(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))))
+if __name__ == "__main__" and len(sys.argv) in (5, 6) and sys.argv[1] == "--worker":
+    print(json.dumps(worker(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), *sys.argv[5:])))

@@ -70,15 +70,39 @@ def test_artifacts_verify_and_match_what_the_exporter_writes_today(name, tmp_pat
     assert shape(today) == shape(artifact.manifest)
 
 
-@pytest.mark.parametrize("name", ["vlm", "language-model", "video-denoiser", "text-encoder"])
+@pytest.mark.parametrize("name", ["vlm", "language-model", "language-model-coreml", "video-denoiser", "text-encoder"])
 def test_manifests_of_every_kind_validate(name):
     from jsonschema import Draft202012Validator
 
     from edgetrim.runtime.manifest import SCHEMA_PATH
 
     manifest = load(f"manifests/{name}.json")
-    assert manifest["kind"] == name
+    assert name.startswith(manifest["kind"])
     assert list(Draft202012Validator(json.loads(SCHEMA_PATH.read_text())).iter_errors(manifest)) == []
+
+
+def test_the_coreml_language_model_keeps_its_kv_cache_as_state(tmp_path):
+    """manifests/language-model-coreml.json: the layer chunks list their caches as states and no function passes past
+    / present tensors; the other language models say io. Python's runtime leaves the stateful one to the iOS app."""
+    from edgetrim.runtime.llm import LanguageModelRunner
+
+    manifest = load("manifests/language-model-coreml.json")
+    llm = manifest["llm"]
+    assert (manifest["target"], llm["kv_cache"]) == (contract.COREML, contract.KV_STATE)
+    shape = [1, llm["num_kv_heads"], llm["max_length"], llm["head_dim"]]
+    layers = [c for c in manifest["chunks"] if "states" in c]
+    assert [c["name"] for c in manifest["chunks"] if c not in layers] == ["lm_head"]
+    states = [s for c in layers for s in c["states"]]
+    caches = [n for layer in range(llm["num_layers"]) for n in contract.cache_names(layer)]
+    assert states == [{"name": n, "shape": shape, "dtype": "float16"} for n in caches]
+    functions = [f for c in manifest["chunks"] for f in c["functions"].values()]
+    names = {t["name"] for f in functions for t in f["inputs"] + f["outputs"]}
+    assert not [n for n in names if n.startswith(("past_", "present_"))]
+    assert {f["file"] for c in layers for f in c["functions"].values()} == {c["files"][0]["path"] for c in layers}
+    assert [load(f"manifests/{k}.json")["llm"]["kv_cache"] for k in ("vlm", "language-model")] == [contract.KV_IO] * 2
+    (tmp_path / contract.MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(UserError, match="KV cache as Core ML state"):
+        LanguageModelRunner(read_manifest(tmp_path))
 
 
 def mutate(root: Path, mutation: dict, outside: Path) -> None:
@@ -112,7 +136,11 @@ def mutate(root: Path, mutation: dict, outside: Path) -> None:
 @pytest.mark.parametrize("case", load("damaged.json"), ids=lambda c: c["name"])
 def test_damaged_artifacts_get_the_same_verdict(case, tmp_path):
     root = tmp_path / "artifact"
-    shutil.copytree(VECTORS / "artifacts" / case["artifact"], root)
+    if "manifest" in case:  # a manifest of manifests/ alone (its files are not shipped)
+        root.mkdir()
+        shutil.copy(VECTORS / "manifests" / f"{case['manifest']}.json", root / contract.MANIFEST)
+    else:
+        shutil.copytree(VECTORS / "artifacts" / case["artifact"], root)
     mutate(root, case["mutation"], tmp_path / "moved-out")
     if case["verdict"] == "accepted":
         open_artifact(root)
@@ -200,6 +228,24 @@ def test_data_files():
         array = np.load(VECTORS / case["file"])
         assert list(array.shape) == case["shape"]
         np.testing.assert_array_equal(array.astype(float).ravel(), case["values"])
+
+
+def test_int8_embedding_rows():
+    """embedding.json: the exporter's quantization of ``source`` is the stored table and scales; the runtime's
+    rows of ``ids`` are q * scale exactly, within half a step (scale / 2) of the float rows."""
+    from edgetrim.runtime.embedding import EmbeddingTable, quantize_rows
+
+    case = load("embedding.json")
+    values, scales = np.load(VECTORS / case["table"]), np.load(VECTORS / case["scales"])
+    assert (values.dtype, scales.dtype, list(values.shape)) == (np.int8, np.float32, case["shape"])
+    assert values.ravel().tolist() == case["values"] and scales.tolist() == case["scale_values"]
+    source = np.asarray(case["source"], np.float32).reshape(case["shape"])
+    for mine, stored in zip(quantize_rows(source), (values, scales), strict=True):
+        np.testing.assert_array_equal(mine, stored)
+    rows = EmbeddingTable(values, scales).rows(case["ids"])
+    np.testing.assert_array_equal(rows, np.asarray(case["rows"], np.float32))
+    step = scales[case["ids"]][:, None]
+    assert np.all(np.abs(rows - source[case["ids"]]) <= step / 2 * (1 + 1e-6))
 
 
 KIT = Path(__file__).parents[1] / "apps" / "ios" / "EdgetrimKit"

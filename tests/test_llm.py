@@ -172,14 +172,87 @@ def test_llama_prefill_parity_and_coreml_conversion(tmp_path):
     assert np.abs(got - hf_last_logits(model, embeds)).max() <= ATOL
 
     manifest = export_llm(model, tmp_path / "coreml", "coreml", MAX_LEN, 16, fp16=True)
-    assert manifest["pipelines"] == {
-        "prefill": ["prefill_00-01", "prefill_head"],
-        "decode": ["decode_00-01", "decode_head"],
-    }
+    assert manifest["pipelines"] == {"prefill": ["layers_00-01", "lm_head"], "decode": ["layers_00-01", "lm_head"]}
+    assert manifest["llm"]["prefill_lengths"] == [16]  # a 16-token text budget: no smaller bucket
+    for chunk in manifest["chunks"]:  # one multifunction package: prefill and decode over one copy of the weights
+        assert [f["role"] for f in chunk["files"]] == ["program"]
+        functions = spec_summary(tmp_path / "coreml" / chunk["files"][0]["path"])["functions"]
+        assert set(functions) == {"forward_prefill_16", "forward_decode"}
+        for entry in chunk["functions"].values():
+            spec = functions[entry["method"]]
+            for io in ("inputs", "outputs"):
+                assert [(t["name"], t["shape"]) for t in spec[io]] == [(t["name"], t["shape"]) for t in entry[io]]
+        assert chunk["functions"]["decode"]["inputs"][0]["shape"] == [1, 1, model.config.hidden_size]
+    # the default KV cache is Core ML state (iOS 18): written by prefill, updated in place by decode
+    layers = manifest["chunks"][0]
+    states = spec_summary(tmp_path / "coreml" / layers["files"][0]["path"])["functions"]["forward_decode"]["states"]
+    assert [s["name"] for s in states] == [s["name"] for s in layers["states"]] == [
+        "key_cache_00", "value_cache_00", "key_cache_01", "value_cache_01"
+    ]
+    c = model.config
+    cache = [1, c.num_key_value_heads, MAX_LEN, c.hidden_size // c.num_attention_heads]
+    assert all(s["shape"] == cache and s["dtype"] == "float16" for s in layers["states"])
+    assert [i["name"] for i in layers["functions"]["decode"]["inputs"]] == ["inputs_embeds", "position"]
+    assert manifest["llm"]["kv_cache"] == "state"
+    with pytest.raises(UserError, match="Core ML state"):
+        LanguageModelRunner.from_folder(tmp_path / "coreml")
+
+
+def test_coreml_ios17_form_keeps_the_cache_as_inputs_and_outputs(tmp_path):
+    """`kv_cache` io: one iOS 17 package per function (no multifunction), past_* in and present_* out."""
+    from edgetrim.export.targets.coreml import spec_summary
+
+    model = random_causal_lm(tiny_llama_config(max_len=MAX_LEN), seed=5)
+    folder = tmp_path / "checkpoint"
+    model.save_pretrained(folder)
+    opts = ExportOptions("coreml", str(folder), tmp_path / "io", prefill_length=16, max_length=MAX_LEN, kv_cache="io")
+    assert export(opts)["validation"]["status"] == "spec-only"
+    manifest = json.loads((tmp_path / "io" / "manifest.json").read_text())
+    assert manifest["llm"]["kv_cache"] == "io"
+    layers = manifest["chunks"][0]
+    assert "states" not in layers and [f["role"] for f in layers["files"]] == ["program", "program_decode"]
+    decode = spec_summary(tmp_path / "io" / layers["functions"]["decode"]["file"])
+    assert decode["deployment_target"] == "iOS17" and decode["functions"]["main"]["states"] == []
+    assert [i["name"] for i in decode["functions"]["main"]["inputs"]][:4] == [
+        "inputs_embeds", "position", "past_key_00", "past_value_00"
+    ]
+    with pytest.raises(UserError, match="kv_cache"):
+        export(ExportOptions("onnx", str(folder), tmp_path / "onnx", kv_cache="state"))
+
+
+def weight_bytes(modules) -> int:
+    return sum(p.numel() * p.element_size() for m in modules for p in m.parameters())
+
+
+@pytest.mark.parametrize("target", ["onnx", "executorch"])
+def test_prefill_buckets_and_decode_share_one_copy_of_the_weights(target, qwen, exported):
+    """Every chunk holds prefill_20, prefill_40 (the default bucket: half the text budget) and decode over one
+    copy of its weights; the runtime prefills a short prompt at 20 and a long one at 40, both exact."""
+    root = exported[target]
+    manifest = json.loads((root / "manifest.json").read_text())
+    assert manifest["llm"]["prefill_lengths"] == [20, PREFILL]
+    layers = qwen.model.layers
     for chunk in manifest["chunks"]:
-        spec = spec_summary(tmp_path / "coreml" / chunk["files"][0]["path"])["functions"]["main"]
-        assert [i["name"] for i in spec["inputs"]] == [i["name"] for i in chunk["inputs"]]
-        assert [(o["name"], o["shape"]) for o in spec["outputs"]] == [(o["name"], o["shape"]) for o in chunk["outputs"]]
+        assert list(chunk["functions"]) == ["prefill_20", "prefill_40", "decode"]
+        inputs = {f: e["inputs"][0]["shape"][1] for f, e in chunk["functions"].items()}
+        assert inputs == {"prefill_20": 20, "prefill_40": PREFILL, "decode": 1}
+        stored = sum(f["bytes"] for f in chunk["files"])
+        if chunk["name"] == "lm_head":
+            one_copy = weight_bytes([qwen.lm_head, qwen.model.norm])
+        else:
+            first, last = (int(x) for x in chunk["name"].removeprefix("layers_").split("-"))
+            one_copy = weight_bytes(layers[first : last + 1])
+        # graphs, RoPE tables and masks come on top (much of it at this tiny size); two copies would be >= 2x
+        assert one_copy <= stored < 1.6 * one_copy, (chunk["name"], stored, one_copy)
+    runner = LanguageModelRunner.from_folder(root)
+    for n, bucket in ((11, 20), (20, 20), (21, PREFILL), (PREFILL, PREFILL)):
+        embeds = np.random.default_rng(n).normal(0, 0.5, (n, qwen.config.hidden_size)).astype(np.float32)
+        gen = runner.generate(embeds, 2)
+        assert gen.prefill_length == bucket
+        assert np.abs(gen.first_logits - hf_last_logits(qwen, embeds)).max() <= ATOL
+        # one prefill length resident at a time (each holds its own packed weights), decode beside it
+        assert {function for _, function in runner.prefill.resident} == {f"prefill_{bucket}"}
+        assert {function for _, function in runner.decode.resident} == {"decode"}
 
 
 def test_llava_folder_language_model(tmp_path):
@@ -200,7 +273,7 @@ def test_llava_folder_language_model(tmp_path):
     lm = LanguageModel(load_causal_lm(tmp_path), MAX_LEN, 12)
     embeds = torch.randn(1, 12, 64, generator=torch.Generator().manual_seed(2))
     env = run_torch_stages(
-        build_llm_stages(lm, block_groups(2, 2), True), {INPUTS_EMBEDS: embeds, LAST_INDEX: torch.tensor([11])}
+        build_llm_stages(lm, block_groups(2, 2), 12), {INPUTS_EMBEDS: embeds, LAST_INDEX: torch.tensor([11])}
     )
     with torch.no_grad():
         ref = llava(inputs_embeds=embeds).logits[0, -1]

@@ -3,7 +3,8 @@ held to fidelity gates on a calibration set; the option's refusals.
 
 * tiny-qwen2 ``--quantize int4``: MatMulNBits in every layer graph, an int8 head, the chunk marks, under
   0.4x the fp32 bytes, the gates' figures in the report (random weights: reported, not gated), and the
-  torch-free runtime generates from it.
+  torch-free runtime generates from it. Its embedding table is int8 with per-row scales: a quarter of the
+  float32 bytes, rows within half a step of the float table; without the scales file it is refused.
 * A checkpoint folder (save_pretrained) is gated: an unreachable gate refuses the export in one line.
 * The gates themselves on synthetic logits; calibration folders (unreadable images skipped and counted).
 """
@@ -11,6 +12,9 @@ held to fidelity gates on a calibration set; the option's refusals.
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +26,8 @@ from edgetrim.cli.main import main
 from edgetrim.export.families.decoder import random_causal_lm, tiny_qwen2_config
 from edgetrim.export.validate import FidelityBelowGate, LanguageFidelity, language_fidelity_case, language_fidelity_gate
 from edgetrim.runtime import contract
+from edgetrim.runtime.embedding import EmbeddingTable
+from edgetrim.runtime.manifest import open_artifact
 
 QUANTIZED_OPS = {"MatMulInteger", "DynamicQuantizeMatMul", "MatMulIntegerToFloat"}
 
@@ -52,10 +58,8 @@ def test_int4_language_model(int4_lm, capsys):
     manifest = json.loads((out / "manifest.json").read_text())
     marks = {c["name"]: c.get("quantization") for c in manifest["chunks"]}
     assert marks == {
-        "prefill_00-01": contract.INT4_DYNAMIC,
-        "prefill_head": contract.INT8_DYNAMIC,
-        "decode_00-01": contract.INT4_DYNAMIC,
-        "decode_head": contract.INT8_DYNAMIC,
+        "layers_00-01": contract.INT4_DYNAMIC,
+        "lm_head": contract.INT8_DYNAMIC,
     }
     for chunk in manifest["chunks"]:
         graph = out / chunk["files"][0]["path"]
@@ -63,13 +67,12 @@ def test_int4_language_model(int4_lm, capsys):
         wanted = {"MatMulNBits"} if chunk["quantization"] == contract.INT4_DYNAMIC else QUANTIZED_OPS
         assert ops(graph) & wanted, (chunk["name"], ops(graph))
     assert manifest["export_options"]["quantize"] == "int4"
-    sizes = {c["name"]: sum(f["bytes"] for f in c["files"]) for c in manifest["chunks"]}
-    float_sizes = {
-        c["name"]: sum(f["bytes"] for f in c["files"])
-        for c in json.loads((fp32 / "manifest.json").read_text())["chunks"]
-    }
-    for name in ("prefill_00-01", "decode_00-01"):
-        assert sizes[name] < 0.4 * float_sizes[name], (name, sizes[name], float_sizes[name])
+    def weight_bytes(chunks: list[dict]) -> dict[str, int]:  # the shared external data (graphs: ~15 KB each)
+        return {c["name"]: sum(f["bytes"] for f in c["files"] if f["role"] == "external_data") for c in chunks}
+
+    sizes = weight_bytes(manifest["chunks"])
+    float_sizes = weight_bytes(json.loads((fp32 / "manifest.json").read_text())["chunks"])
+    assert sizes["layers_00-01"] < 0.4 * float_sizes["layers_00-01"], (sizes, float_sizes)
 
     report = json.loads((out / "report.json").read_text())
     assert report["quantization"]["mode"] == "int4"
@@ -85,6 +88,42 @@ def test_int4_language_model(int4_lm, capsys):
     capsys.readouterr()
     assert main(["run", str(out), "--prompt", "Hello there", "--max-new-tokens", "3"]) == 0
     assert "tokens/s" in capsys.readouterr().out
+
+
+def test_the_embedding_table_is_int8_with_row_scales(int4_lm, tmp_path):
+    out, fp32 = int4_lm
+    manifest, float_manifest = (json.loads((root / "manifest.json").read_text()) for root in (out, fp32))
+    assert (manifest["llm"]["embedding_dtype"], float_manifest["llm"]["embedding_dtype"]) == ("int8", "float32")
+    files = {f["role"]: f for f in manifest["files"]}
+    float_files = {f["role"]: f for f in float_manifest["files"]}
+    assert contract.EMBEDDING_SCALES not in float_files
+    values = np.load(out / files[contract.EMBEDDING]["path"])
+    scales = np.load(out / files[contract.EMBEDDING_SCALES]["path"])
+    reference = np.load(fp32 / float_files[contract.EMBEDDING]["path"])  # the same seeded preset, float32
+    (v, d), header = values.shape, 128
+    assert (values.dtype, scales.dtype, scales.shape, reference.dtype) == (np.int8, np.float32, (v,), np.float32)
+    assert files[contract.EMBEDDING]["bytes"] == v * d + header  # 1 byte a value...
+    assert float_files[contract.EMBEDDING]["bytes"] == 4 * v * d + header  # ...of 4
+    assert files[contract.EMBEDDING]["bytes"] + files[contract.EMBEDDING_SCALES]["bytes"] < 0.3 * (4 * v * d)
+
+    table = EmbeddingTable.open(open_artifact(out))
+    ids = [5, 0, v - 1, 5]
+    rows = table.rows(ids)
+    error = np.abs(rows - reference[ids])
+    assert rows.dtype == np.float32 and np.all(error <= scales[ids][:, None] / 2 * (1 + 1e-6)) and error.max() > 0
+    np.testing.assert_array_equal(rows, values[ids] * scales[ids][:, None])
+
+    broken = tmp_path / "no-scales"
+    shutil.copytree(out, broken)
+    (broken / files[contract.EMBEDDING_SCALES]["path"]).unlink()
+    manifest["files"] = [f for f in manifest["files"] if f["role"] != contract.EMBEDDING_SCALES]
+    (broken / "manifest.json").write_text(json.dumps(manifest))
+    run = [sys.executable, "-m", "edgetrim.cli.main", "run", str(broken), "--prompt", "Hi", "--max-new-tokens", "2"]
+    proc = subprocess.run(run, capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    message = proc.stderr.strip()
+    assert len(message.splitlines()) == 1
+    assert "embedding_dtype is int8 but the artifact lists no embedding_scales file" in message
 
 
 def test_int8_vision_encoder_with_a_calibration_folder(tmp_path, sample_png):

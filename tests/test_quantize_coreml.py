@@ -17,7 +17,7 @@ import torch
 
 from edgetrim.export.families import decoder, stdit3
 from edgetrim.export.families.vision import load_tower
-from edgetrim.export.kinds.base import Chunk
+from edgetrim.export.kinds.base import Chunk, single
 from edgetrim.export.kinds.language_model import lm_chunks
 from edgetrim.export.kinds.vision import encoder_chunks, reduction_plan
 from edgetrim.export.options import ExportOptions
@@ -40,10 +40,11 @@ QUANT_OP = {"int8": "constexpr_affine_dequantize", "int4": "constexpr_blockwise_
 
 
 def lm_stages() -> dict[str, Chunk]:
-    """tiny-qwen2 at a short cache, one layer per chunk: decode_01-01 (a decoder layer) and decode_head."""
+    """tiny-qwen2 at a short cache, one layer per chunk, the decode function alone: layers_01-01 (a decoder
+    layer) and lm_head."""
     lm = LanguageModel(decoder.build_preset("tiny-qwen2"), 32, 8).eval()
-    chunks = {c.name: c for c in lm_chunks(lm, 2)[0]}
-    return {"decoder_layer": chunks["decode_01-01"], "lm_head": chunks["decode_head"]}
+    chunks = {c.name: single(c.name, c.functions["decode"], c.examples()["decode"]) for c in lm_chunks(lm, 2)[0]}
+    return {"decoder_layer": chunks["layers_01-01"], "lm_head": chunks["lm_head"]}
 
 
 def vision_blocks() -> Chunk:

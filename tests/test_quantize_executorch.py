@@ -17,6 +17,7 @@ from torch import nn
 
 from edgetrim.export.families import decoder
 from edgetrim.export.families.vision import build_preset as vision_preset
+from edgetrim.export.kinds.base import single
 from edgetrim.export.kinds.language_model import lm_chunks
 from edgetrim.export.reducers.budget import resolve_budget
 from edgetrim.export.stages.base import Stage, stage_examples
@@ -105,26 +106,26 @@ def lm() -> LanguageModel:
 
 @pytest.fixture(scope="module")
 def decode_chunks(lm):
-    chunks, _ = lm_chunks(lm, 2)  # one layer per chunk
-    return {c.name: c for c in chunks}
+    chunks, _ = lm_chunks(lm, 2)  # one layer per chunk, the decode function alone
+    return {c.name: single(c.name, c.functions["decode"], c.examples()["decode"]) for c in chunks}
 
 
 @pytest.fixture(scope="module")
 def head_fp32(decode_chunks, tmp_path_factory):
     """The decode head (norm + lm_head 64 -> 512) as an fp32 .pte."""
-    chunk = decode_chunks["decode_head"]
+    chunk = decode_chunks["lm_head"]
     return write_fp32(chunk.stage, chunk.example, tmp_path_factory.mktemp("head"))
 
 
 @pytest.mark.parametrize("quantize, max_ratio, min_cos", [("int8", 0.35, 0.999), ("int4", 0.22, 0.99)])
 def test_head(decode_chunks, head_fp32, tmp_path, quantize, max_ratio, min_cos):
-    chunk = decode_chunks["decode_head"]
+    chunk = decode_chunks["lm_head"]
     write_and_check(chunk.stage, chunk.example, tmp_path, quantize, head_fp32, max_ratio, min_cos)
 
 
 def test_int4_decoder_layer(decode_chunks, tmp_path):
     """A whole decode layer (q/k/v with biases, GQA attention over the cache, SwiGLU MLP) in 8da4w."""
-    chunk = decode_chunks["decode_01-01"]
+    chunk = decode_chunks["layers_01-01"]
     fp32 = write_fp32(chunk.stage, chunk.example, tmp_path)
     write_and_check(chunk.stage, chunk.example, tmp_path, "int4", fp32, 0.33, 0.98)
 
@@ -155,7 +156,7 @@ class ScaledHead(Stage):
 
 def test_multi_function_int4(decode_chunks, head_fp32, tmp_path):
     """Two methods sharing one lm_head: quantized once, stored once, both run."""
-    chunk = decode_chunks["decode_head"]
+    chunk = decode_chunks["lm_head"]
     functions = {"plain": chunk.stage, "scaled": ScaledHead(chunk.stage).eval()}
     references = {f: outputs(s, chunk.example) for f, s in functions.items()}
     before = snapshot(chunk.stage)

@@ -52,24 +52,34 @@ VISION_FLAGS = [
     ["--chunks", "3"],
     ["--chunk-mb", "5"],
 ]
-LM_FLAGS = [["--prefill-length", "40"], ["--max-length", "80"], ["--llm-chunks", "2"]]
+LM_FLAGS = [["--prefill-length", "40"], ["--max-length", "80"], ["--llm-chunks", "2"], ["--prefill-buckets", "none"]]
+LM_FLAGS += [["--kv-cache", "io"]]
 VLM_FLAGS = [["--template", "USER: <image> {prompt}"], ["--with-llm"]]
 QUANTIZE_FLAGS = [["--quantize", "int8"]]
 VISION_GATE_FLAGS = [["--calib-images", "calib"], ["--gate-overlap", "0.9"], ["--gate-token-cosine", "0.9"]]
-LM_GATE_FLAGS = [["--calib-prompts", "p.txt"], ["--gate-top1", "0.9"], ["--gate-logit-cosine", "0.9"]]
-LM_GATE_FLAGS += [["--gate-greedy", "0.5"]]
-VIDEO_FLAGS = [["--frames", "4"], ["--height", "8"], ["--width", "8"], ["--cfg-batch", "1"]]
+PROMPT_FLAGS = [["--calib-prompts", "p.txt"]]
+LM_GATE_FLAGS = [["--gate-top1", "0.9"], ["--gate-logit-cosine", "0.9"], ["--gate-greedy", "0.5"]]
+DENOISER_GATE_FLAGS = [["--gate-velocity-cosine", "0.9"]]
+CAPTION_GATE_FLAGS = [["--gate-caption-cosine", "0.9"]]
+LATENT_FLAGS = [["--frames", "4"], ["--height", "8"], ["--width", "8"]]
+VIDEO_FLAGS = [["--cfg-batch", "1"]]
+DECODER_FLAGS = [["--micro-batch", "2"], ["--denoiser", "video-artifact"]]
 TEXT_FLAGS = [["--caption-length", "8"]]
 MODELS = {"vision-encoder": "tiny-clip", "vlm": "tiny-vlm", "language-model": "tiny-qwen2"}
-MODELS |= {"video-denoiser": "stdit3-tiny", "text-encoder": "t5-tiny"}
+MODELS |= {"video-denoiser": "stdit3-tiny", "text-encoder": "t5-tiny", "video-decoder": "tiny-vae"}
 TAKERS = [  # (flags, the kinds that take them)
     (VISION_FLAGS, {"vision-encoder", "vlm"}),
     (LM_FLAGS, {"vlm", "language-model"}),
     (VLM_FLAGS, {"vlm"}),
-    (QUANTIZE_FLAGS, {"vision-encoder", "vlm", "language-model"}),
+    (QUANTIZE_FLAGS, {"vision-encoder", "vlm", "language-model", "video-denoiser", "text-encoder"}),
     (VISION_GATE_FLAGS, {"vision-encoder", "vlm"}),
+    (PROMPT_FLAGS, {"vlm", "language-model", "text-encoder"}),
     (LM_GATE_FLAGS, {"vlm", "language-model"}),
+    (DENOISER_GATE_FLAGS, {"video-denoiser"}),
+    (CAPTION_GATE_FLAGS, {"text-encoder"}),
+    (LATENT_FLAGS, {"video-denoiser", "video-decoder"}),
     (VIDEO_FLAGS, {"video-denoiser"}),
+    (DECODER_FLAGS, {"video-decoder"}),
     (TEXT_FLAGS, {"text-encoder"}),
 ]
 MISFITS = [

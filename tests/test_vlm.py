@@ -85,18 +85,21 @@ def test_manifest_is_one_vlm_artifact_and_matches_schema(artifact):
     assert manifest["kind"] == "vlm" and manifest["source"]["random_weights"] is False
     assert manifest["pipelines"] == {
         "vision": ["embed", "blocks_00-00", "blocks_01-01", "head"],
-        "prefill": ["prefill_00-00", "prefill_01-01", "prefill_head"],
-        "decode": ["decode_00-00", "decode_01-01", "decode_head"],
+        "prefill": ["layers_00-00", "layers_01-01", "lm_head"],
+        "decode": ["layers_00-00", "layers_01-01", "lm_head"],
     }
     k = manifest["reduction"]["tokens"]
     assert k == 16 and manifest["reduction"]["available_tokens"] == 80  # 5 views x 16 patches, 20%
     llm = manifest["llm"]
     assert llm["visual_tokens"] == k and llm["prefill_length"] == k + 64 and llm["max_length"] == k + 128
+    assert llm["prefill_lengths"] == [k + 32, k + 64]  # halved text budgets down to 16, above the template
     assert {f["role"] for f in manifest["files"]} == {"embedding", "tokenizer"}
     report = json.loads((artifact / "report.json").read_text())
     assert report["validation"]["status"] == "passed"
     checked = [c["case"] for c in report["validation"]["cases"]]
-    assert "prefill/sample-0 + prompt" in checked and sum(c.startswith("vision/") for c in checked) == 4
+    prompt = [c for c in checked if c.startswith("prefill/sample-0 + prompt")]
+    assert len(prompt) == 3 and prompt[1:] == [f"prefill/sample-0 + prompt ({n} tokens)" for n in (k + 32, k + 64)]
+    assert sum(c.startswith("vision/") for c in checked) == 4
 
 
 def test_pipeline_matches_transformers_llava_next(artifact, llava_folder, sample_png):
@@ -245,8 +248,8 @@ def test_quantized_export(tmp_path, sample_png):
     assert [e.message for e in Draft202012Validator(schema).iter_errors(manifest)] == []
     marks = {c["name"]: c.get("quantization") for c in manifest["chunks"]}
     assert marks["encoder"] == "int8-dynamic"
-    assert {marks[n] for n in ("prefill_head", "decode_head")} == {"int8-dynamic"}
-    layers = [n for n in manifest["pipelines"]["prefill"] + manifest["pipelines"]["decode"] if not n.endswith("head")]
+    assert marks["lm_head"] == "int8-dynamic"
+    layers = [n for n in manifest["pipelines"]["prefill"] if n != "lm_head"]
     assert layers and {marks[n] for n in layers} == {"int4-dynamic"}
     assert manifest["export_options"]["quantize"] == "int4"
     model = onnx.load(str(out / "00-encoder.onnx"))

@@ -4,9 +4,9 @@
 
 Tiny artifacts exported by the exporter (ONNX, ExecuTorch, CoreML), the manifests of every kind,
 damaged-artifact mutations with their verdicts, memory-planner cases, AnyRes preprocessing (RGB8 in,
-float32 out), tokenizer cases, sampler trajectories and the kept-token mapping. The format is in
-README.md beside this file. Python's runtime (tests/test_conformance.py), EdgetrimKit (Swift) and the
-Android core (Java) consume the same files.
+float32 out), tokenizer cases, sampler trajectories, the kept-token mapping and an int8 embedding
+table. The format is in README.md beside this file. Python's runtime (tests/test_conformance.py),
+EdgetrimKit (Swift) and the Android core (Java) consume the same files.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from edgetrim.export.families.decoder import CHATML, build_byte_tokenizer
 from edgetrim.export.options import ExportOptions
 from edgetrim.runtime import contract
 from edgetrim.runtime.chunks import MB, plan_memory
+from edgetrim.runtime.embedding import EmbeddingTable, quantize_rows
 from edgetrim.runtime.errors import UserError
 from edgetrim.runtime.llm import load_tokenizer
 from edgetrim.runtime.preprocess import preprocess, views
@@ -41,9 +42,11 @@ ARTIFACTS = {  # name -> export options: the tiny vision encoder on every target
     "vision-executorch": dict(target="executorch", model="tiny-clip"),
     "vision-coreml": dict(target="coreml", model="tiny-clip"),
 }
-MANIFESTS = {  # kinds whose manifests are decoded (their files are not shipped)
+MANIFESTS = {  # manifests/<name>.json, decoded (their files are not shipped): one per kind, and a stateful Core ML LM
     "vlm": dict(target="onnx", model="tiny-vlm", llm_chunks=2, validate=False),
     "language-model": dict(target="executorch", model="tiny-qwen2", validate=False),
+    # the KV cache as Core ML model state (the coreml default); one prefill length keeps the export short
+    "language-model-coreml": dict(target="coreml", model="tiny-qwen2", prefill_buckets="none", validate=False),
     "video-denoiser": dict(target="coreml", model="stdit3-tiny", validate=False),
     "text-encoder": dict(target="onnx", model="t5-tiny", validate=False),
 }
@@ -71,9 +74,9 @@ def artifacts(out: Path) -> None:
         export(ExportOptions(out=folder / name, **options))
         (folder / name / contract.REPORT).unlink()  # machine-specific timings: not part of the contract
     with tempfile.TemporaryDirectory() as tmp:
-        for kind, options in MANIFESTS.items():
-            export(ExportOptions(out=Path(tmp) / kind, **options))
-            shutil.copy(Path(tmp) / kind / contract.MANIFEST, out / "manifests" / f"{kind}.json")
+        for name, options in MANIFESTS.items():
+            export(ExportOptions(out=Path(tmp) / name, **options))
+            shutil.copy(Path(tmp) / name / contract.MANIFEST, out / "manifests" / f"{name}.json")
 
 
 DAMAGES = [  # (name, artifact, mutation, reason)
@@ -130,13 +133,28 @@ DAMAGES = [  # (name, artifact, mutation, reason)
 ]
 
 
+MANIFEST_DAMAGES = [  # (name, manifest of manifests/, mutation, reason): its files are not shipped, so the checks
+    # that pass the manifest stop at the first missing file
+    ("manifest-only", "language-model", {"op": "none"}, "missing"),
+    ("manifest-only-stateful", "language-model-coreml", {"op": "none"}, "missing"),
+    (
+        "int8-embedding-without-scales",
+        "language-model",
+        {"op": "set", "path": ["llm", "embedding_dtype"], "value": contract.EMBEDDING_INT8},
+        "manifest",
+    ),  # fmt: skip
+]
+
+
 def damaged(out: Path) -> None:
+    def case(name: str, base: dict, mutation: dict, reason: str | None) -> dict:
+        verdict = "refused" if reason else "accepted"
+        return {"name": name, **base, "mutation": mutation, "verdict": verdict, "reason": reason}
+
     write_json(
         out / "damaged.json",
-        [
-            {"name": n, "artifact": a, "mutation": m, "verdict": "refused" if r else "accepted", "reason": r}
-            for n, a, m, r in DAMAGES
-        ],  # fmt: skip
+        [case(n, {"artifact": a}, m, r) for n, a, m, r in DAMAGES]
+        + [case(n, {"manifest": k}, m, r) for n, k, m, r in MANIFEST_DAMAGES],
     )
 
 
@@ -312,9 +330,37 @@ def npy(out: Path) -> None:
     write_json(out / "npy.json", cases)
 
 
+def embedding(out: Path) -> None:
+    """An int8 token-embedding table and its per-row scales as quantized exports store them (.npy), quantized
+    from ``source``; ids -> the float32 rows (q * scale) every runtime looks up."""
+    folder = out / "embedding"
+    folder.mkdir(exist_ok=True)
+    rng = np.random.default_rng(17)
+    source = (rng.standard_normal((6, 5)) * 0.05).astype(np.float32)
+    source[1] = 0  # an all-zero row: scale 1
+    source[2, 3] = -0.9  # a row whose largest magnitude is negative: q -127
+    source[4] *= 1e-4  # a tiny scale
+    values, scales = quantize_rows(source)
+    files = {role: f"embedding/{contract.DATA_FILES[role]}" for role in (contract.EMBEDDING, contract.EMBEDDING_SCALES)}
+    np.save(out / files[contract.EMBEDDING], values)
+    np.save(out / files[contract.EMBEDDING_SCALES], scales)
+    ids = [3, 1, 2, 5, 3, 0, 4]
+    case = {
+        "table": files[contract.EMBEDDING],
+        "scales": files[contract.EMBEDDING_SCALES],
+        "shape": list(values.shape),
+        "source": source.astype(float).ravel().tolist(),
+        "values": values.ravel().tolist(),
+        "scale_values": scales.astype(float).tolist(),
+        "ids": ids,
+        "rows": EmbeddingTable(values, scales).rows(ids).astype(float).tolist(),
+    }
+    write_json(out / "embedding.json", case)
+
+
 def main(out: Path) -> None:
     quiet_toolchains()
-    for name in ("artifacts", "manifests", "preprocess", "tokenizer", "npy"):
+    for name in ("artifacts", "manifests", "preprocess", "tokenizer", "npy", "embedding"):
         shutil.rmtree(out / name, ignore_errors=True)
     (out / "manifests").mkdir(parents=True)
     write_json(out / "contract.json", contract.as_json())
@@ -326,6 +372,7 @@ def main(out: Path) -> None:
     sampler(out)
     overlay(out)
     npy(out)
+    embedding(out)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ the checks that validate it and the facts its report adds. The driver does the r
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -14,22 +14,30 @@ from edgetrim.calib.data import CalibrationSet, calibration_set
 from edgetrim.export.families.checkpoint import Source
 from edgetrim.export.options import KIND_OPTIONS, ExportOptions, quantize_mode
 from edgetrim.export.targets import target_module
-from edgetrim.export.validate import Check, Fidelity, LanguageFidelity
+from edgetrim.export.targets.base import Examples, per_function
+from edgetrim.export.validate import CaptionFidelity, Check, Fidelity, LanguageFidelity, VelocityFidelity
 
 
 @dataclass
 class Chunk:
-    """One program of the artifact: ``{function: stage}`` sharing input/output names and weights."""
+    """One program of the artifact: ``{function: stage}`` sharing weights. With one example the functions
+    share input/output names and shapes (``plain`` / ``tdtm``); ``{function: example}`` gives each its own
+    (a language model's ``prefill_<P>`` / ``decode``)."""
 
     name: str
     functions: dict[str, torch.nn.Module]
-    example: tuple[torch.Tensor, ...]  # inputs in ``input_names`` order, from a reference run
+    example: Examples  # inputs in ``input_names`` order, from a reference run (or one such per function)
     quantize: str | None = None  # None, int8 or int4: the target picks its scheme (``QUANTIZE``)
+    coreml_ios17: bool = False  # Core ML: one package per function, not a multifunction one (iOS 18)
 
     @property
     def stage(self) -> torch.nn.Module:
-        """The first function's stage: its names and output shapes stand for all functions."""
+        """The first function's stage."""
         return next(iter(self.functions.values()))
+
+    def examples(self) -> dict[str, tuple]:
+        """``{function: example}``."""
+        return per_function(self.functions, self.example)
 
 
 def single(name: str, stage: torch.nn.Module, example: tuple, quantize: str | None = None) -> Chunk:
@@ -39,22 +47,35 @@ def single(name: str, stage: torch.nn.Module, example: tuple, quantize: str | No
 @dataclass
 class Quantization:
     """An export's quantization: the mode (``none``, ``int8``, ``int4``), the calibration set its gates run
-    on (None for ``none``) and the gates, from the options or their defaults."""
+    on (None for ``none``, and for kinds that take no calibration data: their gates run on seeded inputs)
+    and the gates, from the options or their defaults (None: the kind has no such part)."""
 
     mode: str
     calibration: CalibrationSet | None
-    vision_gate: Fidelity | None  # None: the kind has no vision chunks
-    language_gate: LanguageFidelity | None  # None: the kind has no language model
+    vision_gate: Fidelity | None
+    language_gate: LanguageFidelity | None
+    velocity_gate: VelocityFidelity | None = None
+    caption_gate: CaptionFidelity | None = None
 
     @property
     def on(self) -> bool:
         return self.mode != "none"
 
     def describe(self) -> dict:
-        """The report's and manifest's record: mode, calibration set (with its sha256), gates."""
-        if not self.on:
-            return {"mode": "none"}
+        """The report's and manifest's record: mode, calibration set (with its sha256) when there is one."""
+        if not self.on or self.calibration is None:
+            return {"mode": self.mode}
         return {"mode": self.mode, "calibration": self.calibration.describe()}
+
+
+RANDOM_COSINE_NOTE = (
+    "random weights: gated all the same - a cosine measures the int8 rounding of these exact weights "
+    "(untrained weights have none of a trained model's outlier channels: a checkpoint may score lower)"
+)
+RANDOM_GUIDANCE_NOTE = (
+    "random captions barely move the velocity, so the guided cosine mostly measures rounding noise that the "
+    "guidance scale amplifies in that small difference"
+)
 
 
 def quantization(opts: ExportOptions, kind: str, modes: tuple[str, ...], random_weights: bool) -> Quantization:
@@ -72,8 +93,18 @@ def quantization(opts: ExportOptions, kind: str, modes: tuple[str, ...], random_
         if "gate_top1" in names
         else None
     )
-    calibration = calibration_set(option("calib_images"), option("calib_prompts")) if mode != "none" else None
-    return Quantization(mode, calibration, vision_gate, language_gate)
+    note = RANDOM_COSINE_NOTE if random_weights else ""
+    velocity_note = f"{note}; {RANDOM_GUIDANCE_NOTE}" if random_weights else ""
+    velocity_gate = (
+        VelocityFidelity(option("gate_velocity_cosine"), velocity_note) if "gate_velocity_cosine" in names else None
+    )
+    caption_gate = CaptionFidelity(option("gate_caption_cosine"), note) if "gate_caption_cosine" in names else None
+    calibration = None
+    if mode != "none" and ("calib_images" in names or "calib_prompts" in names):
+        calibration = calibration_set(option("calib_images"), option("calib_prompts"))
+        if "calib_images" not in names:  # a kind that reads prompts only: its set holds no images
+            calibration = replace(calibration, images=[], image_names=[])
+    return Quantization(mode, calibration, vision_gate, language_gate, velocity_gate, caption_gate)
 
 
 @dataclass

@@ -8,6 +8,14 @@ Denoiser I/O (static): ``latent`` [B, C_in, T, H, W], ``timestep`` [B] (0..1000)
 ``caption_mask`` [B, L] (1 keep, 0 pad) -> ``velocity`` [B, C_out, T, H, W] (first C_in channels: v).
 B is 2 by default: conditional and unconditional halves of classifier-free guidance in one call.
 Checks: every chunk of both pipelines, each function, fed the PyTorch chain's own tensors.
+
+``quantize`` int8 (int4 is refused) quantizes the chunks holding big linear weights: ``caption`` (the
+caption MLP, 4096 -> C -> C), ``embed`` (timestep and fps MLPs, adaLN-single's C -> 6C) and every
+``depth_XX`` (qkv, projections, cross-attention, MLP: ~32 C^2 per step, almost all of the model), both
+functions alike, weights still stored once; ``final`` (one C -> patch x C_out linear that writes the
+velocity) stays float. The check is then the velocity gate (``gate_checks``): the artifact run as the
+sampler runs it against the float model's forward, at ``GATE_STEPS`` steps of the sampler's own
+schedule, both functions, both CFG halves.
 """
 
 from __future__ import annotations
@@ -19,8 +27,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edgetrim.export.families.stdit3 import STDiT3, VideoShape, caption_bias, load_stdit3
-from edgetrim.export.kinds.base import Chunk, DataFile, Plan, single
+from edgetrim.export.families.stdit3 import PRESETS, STDiT3, VideoShape, caption_bias, load_stdit3
+from edgetrim.export.kinds.base import Chunk, DataFile, Plan, Quantization, quantization, single
 from edgetrim.export.options import ExportOptions, precision
 from edgetrim.export.stages.stdit3 import (
     FUNCTIONS,
@@ -32,11 +40,13 @@ from edgetrim.export.stages.stdit3 import (
 )
 from edgetrim.export.targets import target_module
 from edgetrim.export.targets.onnx import function_bytes
-from edgetrim.export.validate import Case, Check
+from edgetrim.export.validate import GUIDED, Case, Check
 from edgetrim.runtime import contract
 from edgetrim.runtime.contract import hidden_name
 from edgetrim.runtime.errors import UserError
 from edgetrim.runtime.manifest import digest_path
+from edgetrim.runtime.sampler import shift_ratio, timesteps
+from edgetrim.runtime.video import random_caption
 
 TINY_LATENT = (4, 8, 8)  # frames, height, width for test-sized presets
 SEED_LATENT = (20, 20, 27)  # On-device Sora's export: [2, 4, 20, 20, 27] -> 140 tokens per frame
@@ -53,6 +63,8 @@ SCHEDULER = {
     "merge_steps": 15,
     "leap_at": 15,
 }
+MODES = ("int8",)  # the quantize modes a video denoiser takes
+GATE_STEPS = 4  # sampling steps the velocity gate runs, spread over the schedule (first and last included)
 
 
 def latent_shape(opts: ExportOptions, model: STDiT3) -> VideoShape:
@@ -122,15 +134,17 @@ def reference_env(model: STDiT3, shape: VideoShape, feeds: dict[str, torch.Tenso
     return envs
 
 
-def video_chunks(model: STDiT3, shape: VideoShape, env: dict) -> list[Chunk]:
-    """caption, embed, depth steps (plain + tdtm), final, with the reference chain's inputs as examples."""
+def video_chunks(model: STDiT3, shape: VideoShape, env: dict, quantize: str | None = None) -> list[Chunk]:
+    """caption, embed, depth steps (plain + tdtm), final, with the reference chain's inputs as examples;
+    ``quantize`` applies to every chunk but ``final``."""
     frames = shape.tokens(model.config.patch_size)[0]
-    chunks = [single("caption", CaptionStage(model), (env[contract.CAPTION_EMBEDS],))]
-    chunks.append(single("embed", EmbedStage(model, shape), (env[contract.LATENT], env[contract.TIMESTEP])))
+    chunks = [single("caption", CaptionStage(model), (env[contract.CAPTION_EMBEDS],), quantize=quantize)]
+    embed_example = (env[contract.LATENT], env[contract.TIMESTEP])
+    chunks.append(single("embed", EmbedStage(model, shape), embed_example, quantize=quantize))
     for i in range(model.config.depth):
         functions = depth_stages(model, i, frames)
         example = tuple(env[n].contiguous() for n in functions[contract.PLAIN].input_names)
-        chunks.append(Chunk(f"depth_{i:02d}", dict(functions), example))
+        chunks.append(Chunk(f"depth_{i:02d}", dict(functions), example, quantize=quantize))
     final = FinalStage(model, shape)
     chunks.append(single("final", final, tuple(env[n] for n in final.input_names)))
     return chunks
@@ -151,6 +165,8 @@ def section(model: STDiT3, shape: VideoShape) -> dict:
         "tokens_per_frame": nh * nw,
         "pixel_size": [shape.height * 8, shape.width * 8],
         "pixel_frames": pixel_frames(shape.frames),
+        "micro_frame_size": 17,  # the VAE's micro-frame chunk these latents assume: 17 video frames ->
+        "micro_latent_frames": LATENT_FRAMES_PER_17,  # 5 latent frames (a video-decoder must match)
         "fps": shape.fps,
         "caption_length": c.model_max_length,
         "caption_channels": c.caption_channels,
@@ -174,6 +190,77 @@ def checks(envs: dict) -> list[Check]:
     return out
 
 
+def schedule(shape: VideoShape) -> np.ndarray:
+    """The runtime sampler's default schedule for this latent (``SCHEDULER``'s steps, shifted)."""
+    ratio = shift_ratio(shape.height * 8, shape.width * 8, pixel_frames(shape.frames), SCHEDULER["base_resolution"])
+    return timesteps(SCHEDULER["num_steps"], ratio)
+
+
+def gate_steps(shape: VideoShape) -> list[tuple[int, float]]:
+    """(step, timestep) of the ``GATE_STEPS`` gated steps, evenly spread over ``schedule``."""
+    ts = schedule(shape)
+    return [(int(i), float(ts[i])) for i in np.linspace(0, len(ts) - 1, GATE_STEPS).round().astype(int)]
+
+
+def gate_checks(model: STDiT3, shape: VideoShape, quant: Quantization, seed: int = 0) -> list[Check]:
+    """The velocity gate, one check per function, with the float model's velocities.
+
+    Inputs per gated step: a seeded noise latent moved along the rectified-flow path to the step's
+    timestep, ``z_t = (1 - t/1000) x0 + t/1000 noise`` (a seeded standard-normal x0 stands in for a clean
+    latent), the runtime's seeded T5-feature stand-in caption (3/4 of it kept) and the null caption: a
+    denoiser artifact has no text encoder to turn the calibration prompts into captions. Reference:
+    ``model.forward`` on the CFG pair, velocity [2, C_in, T, H, W] (conditional, unconditional) and the
+    guided ``v_u + g (v_c - v_u)``.
+    """
+    c = model.config
+    rng = np.random.default_rng(seed)
+    latent_shape = (c.in_channels, shape.frames, shape.height, shape.width)
+    noise, clean = (rng.standard_normal(latent_shape).astype(np.float32) for _ in range(2))
+    caption = random_caption(c.model_max_length, c.caption_channels, seed).embeds
+    mask = np.zeros(c.model_max_length, np.float32)
+    mask[: max(1, 3 * c.model_max_length // 4)] = 1.0
+    captions = np.stack([caption, model.y_embedder.y_embedding.detach().numpy()]).astype(np.float32)
+    g = SCHEDULER["cfg_scale"]
+    checks = []
+    for function in FUNCTIONS:
+        cases = []
+        for step, t in gate_steps(shape):
+            s = np.float32(t / SCHEDULER["num_timesteps"])
+            z = (1 - s) * clean + s * noise
+            with torch.no_grad():
+                v = model(
+                    torch.from_numpy(np.stack([z, z])),
+                    torch.full((2,), t),
+                    torch.from_numpy(captions),
+                    torch.from_numpy(np.stack([mask, mask])),
+                    merge=function == contract.TDTM,
+                    fps=shape.fps,
+                )[:, : c.in_channels].numpy()
+            feeds = {
+                contract.LATENT: z,
+                contract.TIMESTEP: np.array([t], np.float32),
+                contract.CAPTION_EMBEDS: captions,
+                contract.CAPTION_MASK: mask,
+            }
+            expected = {contract.VELOCITY: v, GUIDED: v[1] + np.float32(g) * (v[0] - v[1])}
+            cases.append(Case(f"step-{step:02d} t={t:.0f}", feeds, expected))
+        checks.append(Check(contract.DENOISER, cases, function, fidelity=quant.velocity_gate))
+    return checks
+
+
+def gate_inputs(shape: VideoShape) -> dict:
+    """The report's record of what the velocity gate ran on (in place of a calibration set)."""
+    steps = gate_steps(shape)
+    return {
+        "source": "seeded",
+        "steps": [step for step, _ in steps],
+        "timesteps": [round(t, 2) for _, t in steps],
+        "summary": f"{len(steps)} of the {SCHEDULER['num_steps']}-step schedule's steps "
+        f"(t = {', '.join(f'{t:.0f}' for _, t in steps)}) x {' + '.join(FUNCTIONS)}, CFG pair; noise latents on "
+        "the rectified-flow path, seeded T5-feature stand-in captions (the artifact has no text encoder)",
+    }
+
+
 def sizes(target: str, fp16: bool, first_depth: Chunk):
     """Report facts after writing: artifact bytes with both functions vs with ``plain`` alone."""
 
@@ -191,7 +278,9 @@ def sizes(target: str, fp16: bool, first_depth: Chunk):
                 if plain_alone is None:
                     with tempfile.TemporaryDirectory() as tmp:
                         plain = {contract.PLAIN: first_depth.functions[contract.PLAIN]}
-                        written = target_module(target).write(plain, first_depth.example, Path(tmp), "plain", fp16)
+                        written = target_module(target).write(
+                            plain, first_depth.example, Path(tmp), "plain", fp16, first_depth.quantize
+                        )
                         plain_alone = sum(digest_path(p)[0] for p, _ in written.files)
                 one += plain_alone
         note = (
@@ -211,10 +300,11 @@ def plan(opts: ExportOptions, scratch: Path) -> Plan:
     if frames is not None and frames % 2:  # refuse before building a large model (full check below)
         raise UserError(f"`frames` {frames} is odd: TDTM merges frame pairs, pass an even count such as 20")
     prec = precision(opts.target, opts.fp16)
+    quant = quantization(opts, kind, MODES, random_weights=opts.model_spec in PRESETS)  # before a large build
     model, source = load_stdit3(opts.model_spec)
     shape = latent_shape(opts, model)
     envs = reference_env(model, shape, reference_feeds(model, shape))
-    chunks = video_chunks(model, shape, envs[contract.PLAIN])
+    chunks = video_chunks(model, shape, envs[contract.PLAIN], "int8" if quant.on else None)
     null = model.y_embedder.y_embedding.detach().numpy().astype(np.float32)
     video = section(model, shape)
     return Plan(
@@ -227,12 +317,13 @@ def plan(opts: ExportOptions, scratch: Path) -> Plan:
         data_files=[
             DataFile(contract.NULL_CAPTION, contract.DATA_FILES[contract.NULL_CAPTION], lambda p: np.save(p, null))
         ],
-        checks=lambda root: checks(envs),
+        checks=lambda root: gate_checks(model, shape, quant) if quant.on else checks(envs),
         summary={
             "latent_shape": video["latent_shape"],
             "tokens_per_frame": video["tokens_per_frame"],
             "depth": model.config.depth,
             "flops_ratio_depth_step": video["flops"][contract.TDTM] / video["flops"][contract.PLAIN],
+            "quantization": quant.describe() | ({"calibration": gate_inputs(shape)} if quant.on else {}),
         },
         source_extra={"has_projector": False, "token_dim": model.config.hidden_size},
         after_write=sizes(opts.target, prec == "fp16", chunks[2]),

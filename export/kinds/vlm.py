@@ -1,9 +1,10 @@
 """``vlm``: a whole LLaVA-style model: HiRED vision chunks + language-model prefill/decode chunks.
 
 Pipelines ``vision`` (pixels -> K visual tokens in the LLM's embedding space), ``prefill`` and
-``decode`` (``edgetrim.export.kinds.language_model``); top-level files ``embedding`` and the
-tokenizer files; sections ``reduction``, ``preprocessing``, ``outputs`` and ``llm`` (dims, P = K +
-text budget, L = P + new-token budget, the prompt template, the image token id, the stop ids).
+``decode`` (``edgetrim.export.kinds.language_model``); top-level files ``embedding`` (int8 with
+``embedding_scales`` when quantized) and the tokenizer files; sections ``reduction``,
+``preprocessing``, ``outputs`` and ``llm`` (dims, P = K + text budget, L = P + new-token budget, the
+prompt template, the image token id, the stop ids).
 Checks: the vision pipeline (parity), then greedy decoding through the runtime against transformers,
 both fed the PyTorch HiRED tokens of a sample image spliced into a prompt. Quantized (``quantize``:
 vision int8, language-model layers int8 / int4, head int8): the vision and language-model fidelity
@@ -29,8 +30,10 @@ from edgetrim.export.presets import VLM_PRESETS
 from edgetrim.export.stages.decoder import LanguageModel
 from edgetrim.export.validate import Check
 from edgetrim.runtime import contract
+from edgetrim.runtime.embedding import EmbeddingTable
 from edgetrim.runtime.errors import UserError
 from edgetrim.runtime.llm import load_tokenizer, splice_visual
+from edgetrim.runtime.manifest import read_manifest
 from edgetrim.runtime.preprocess import preprocess
 from edgetrim.runtime.vlm import check_template, prompt_ids
 
@@ -85,33 +88,48 @@ def load_folder(spec: str, feature_layer: int | None) -> VlmSource:
     )
 
 
-def llm_check(src: VlmSource, module, template: str, root: Path, quant: Quantization) -> Check:
+def llm_checks(
+    src: VlmSource,
+    module,
+    template: str,
+    root: Path,
+    quant: Quantization,
+    prefill_lengths: list[int],
+    max_len: int,
+    reference: EmbeddingTable,
+) -> list[Check]:
     """The staged artifact's own tokenizer and table build the prompt around the PyTorch HiRED tokens of an
-    image; the runtime's greedy decoding must equal transformers' on it (a sample image and prompt), or
-    pass the language-model gates (calibration images x prompts, at most ``GATE_CASES``)."""
+    image; the runtime's greedy decoding must equal transformers' on it (a sample image and prompt, and
+    extended to fill each longer prefill length), or pass the language-model gates (calibration images x
+    prompts, at most ``GATE_CASES``), where transformers embeds with the float ``reference`` table instead."""
     pp = module.tower
-    table = np.load(root / contract.DATA_FILES[contract.EMBEDDING], mmap_mode="r")
+    table = EmbeddingTable.open(read_manifest(root))
     tokenizer = load_tokenizer(root / "tokenizer.json")
 
-    def case(name: str, image, prompt: str, steps: int):
+    def embed(image, prompt: str, tables: tuple[EmbeddingTable, ...]) -> list[np.ndarray]:
+        """The prompt around the image's HiRED tokens, embedded from each of ``tables``: [n, D] each."""
         x = preprocess(image, pp.image_size, module.plan.grid, pp.mean, pp.std)
         with torch.no_grad():
             visual = module(torch.from_numpy(x))[0][0].numpy()
         ids = prompt_ids(tokenizer, template, prompt, src.image_token_id)
-        embeds = splice_visual(ids, table, visual, src.image_token_id)
-        return language_model.greedy_case(src.model, name, embeds, table, steps)
+        return [splice_visual(ids, t, visual, src.image_token_id) for t in tables]
+
+    def case(name: str, image, prompt: str, steps: int):
+        """A gate case: the runtime embeds from the artifact's table, transformers from the float ``reference``."""
+        embeds, floats = embed(image, prompt, (table, reference))
+        return language_model.greedy_case(src.model, name, embeds, table, steps, (floats, reference))
 
     if not quant.on:
-        return language_model.generate_check(
-            case("sample-0 + prompt", sample_images(1)[0], VALIDATION_PROMPT, language_model.CHECK_TOKENS)
-        )
+        [embeds] = embed(sample_images(1)[0], VALIDATION_PROMPT, (table,))
+        cases = language_model.bucket_cases(src.model, "sample-0 + prompt", embeds, table, prefill_lengths, max_len)
+        return [language_model.generate_check(c) for c in cases]
     calib = quant.calibration
     pairs = [(i, p) for p in range(len(calib.prompts)) for i in range(len(calib.images))][: language_model.GATE_CASES]
     cases = [
         case(f"{calib.image_names[i]} + prompt-{p}", calib.images[i], calib.prompts[p], language_model.GATE_TOKENS)
         for i, p in pairs
     ]
-    return language_model.gate_check(cases, quant)
+    return [language_model.gate_check(cases, quant)]
 
 
 def plan(opts: ExportOptions, scratch: Path) -> Plan:
@@ -137,15 +155,17 @@ def plan(opts: ExportOptions, scratch: Path) -> Plan:
             f"{vocab}: the tokenizer does not belong to this model"
         )
     template_tokens = len(prompt_ids(tok, template, "", src.image_token_id)) - 1
-    prefill_len, max_len = language_model.lengths(opts, kind, k, template_tokens)
-    lm = LanguageModel(src.model, max_len, prefill_len).eval()
+    prefill_lengths, max_len = language_model.lengths(opts, kind, k, template_tokens)
+    prefill_len = prefill_lengths[-1]
+    lm = LanguageModel(src.model, max_len, prefill_lengths).eval()
     if src.tower.output_size != lm.dims.hidden:
         raise UserError(
             f"the vision tokens are {src.tower.output_size}-wide but the language model is {lm.dims.hidden}-wide: "
             "the checkpoint's projector does not match its language model"
         )
-    lm_chunks, lm_pipelines = language_model.lm_chunks(lm, opts.value("llm_chunks", kind), quant.mode)
-    llm = language_model.lm_section(lm) | {
+    kv_cache = language_model.kv_cache_mode(opts, kind)
+    lm_chunks, lm_pipelines = language_model.lm_chunks(lm, opts.value("llm_chunks", kind), quant.mode, kv_cache)
+    llm = language_model.lm_section(lm, quant.on, kv_cache) | {
         "visual_tokens": k,
         "text_budget": prefill_len - k,
         "template": template,
@@ -163,10 +183,16 @@ def plan(opts: ExportOptions, scratch: Path) -> Plan:
         chunks=vision_chunks + lm_chunks,
         pipelines={contract.VISION: [c.name for c in vision_chunks], **lm_pipelines},
         sections=sections,
-        data_files=language_model.lm_files(lm, src.tokenizer_dir),
-        checks=lambda root: [vision.vision_check(module, quant), llm_check(src, module, template, root, quant)],
+        data_files=language_model.lm_files(lm, src.tokenizer_dir, quant.on),
+        checks=lambda root: [
+            vision.vision_check(module, quant),
+            *llm_checks(
+                src, module, template, root, quant, prefill_lengths, max_len, EmbeddingTable(lm.embedding_table())
+            ),
+        ],
         summary=vision.summary(module)
         | {"quantization": quant.describe(), "llm_layers": lm.dims.layers}
-        | {"prefill_length": prefill_len, "max_length": max_len, "embedding_dtype": llm["embedding_dtype"]},
+        | {"prefill_lengths": prefill_lengths, "max_length": max_len, "embedding_dtype": llm["embedding_dtype"]}
+        | {"kv_cache": kv_cache},
         source_extra={"has_projector": True, "token_dim": src.tower.output_size},
     )

@@ -15,8 +15,8 @@ Decode   ``inputs_embeds`` [1, 1, D], ``position`` int64 [1], ``past_key_XX`` / 
          [1, KV, L, hd] -> ``present_*`` (the new row blended in at ``position`` with a one-hot mask),
          attention over the slots ``arange(L) <= position``; head -> ``logits`` [1, V].
 
-The token-embedding table goes beside the chunks as a top-level ``embedding`` file [V, D], so the
-runtime embeds text without torch.
+The token-embedding table goes beside the chunks as a top-level ``embedding`` file [V, D] (int8 with
+per-row scales in quantized exports), so the runtime embeds text without torch.
 """
 
 from __future__ import annotations
@@ -30,10 +30,14 @@ from torch import nn
 from edgetrim.export.families.decoder import split_causal_lm
 from edgetrim.export.stages.base import Stage, block_groups, run_stages
 from edgetrim.runtime.contract import (
+    EMBEDDING_FLOAT16,
+    EMBEDDING_FLOAT32,
+    EMBEDDING_INT8,
     INPUTS_EMBEDS,
     LAST_INDEX,
     LOGITS,
     POSITION,
+    cache_names,
     hidden_name,
     past_names,
     present_names,
@@ -75,8 +79,11 @@ class LlmDims:
 class LanguageModel(nn.Module):
     """The parts every stage reads: decoder layers, final norm, lm_head, RoPE tables [L, hd]."""
 
-    def __init__(self, model: nn.Module, max_len: int, prefill_len: int) -> None:
+    def __init__(self, model: nn.Module, max_len: int, prefill_lengths: int | list[int]) -> None:
+        """``prefill_lengths``: P, or every prefill length the export holds (buckets; the largest is P)."""
         super().__init__()
+        self.prefill_lengths = sorted([prefill_lengths] if isinstance(prefill_lengths, int) else prefill_lengths)
+        prefill_len = self.prefill_lengths[-1]
         decoder, self.lm_head = split_causal_lm(model)
         config = decoder.config
         window = getattr(config, "sliding_window", None)
@@ -84,7 +91,7 @@ class LanguageModel(nn.Module):
             raise UserError(f"sliding-window attention ({window}) shorter than the cache ({max_len}) is not supported")
         if getattr(decoder.rotary_emb, "rope_type", "default") in ("dynamic", "longrope"):
             raise UserError("RoPE that rescales with the sequence length (dynamic, longrope) is not supported")
-        if not 0 < prefill_len <= max_len:
+        if not 0 < self.prefill_lengths[0] <= prefill_len <= max_len:
             raise UserError(f"`prefill_length` {prefill_len} must be in 1..{max_len} (`max_length`, the cache length)")
         self.embed_tokens, self.layers, self.norm = decoder.embed_tokens, decoder.layers, decoder.norm
         attn = self.layers[0].self_attn
@@ -155,11 +162,12 @@ class LayerMath:
 
 
 class PrefillStage(Stage):
-    """Layers [start, stop) over P positions: hidden -> hidden, present key/value per layer."""
+    """Layers [start, stop) over ``length`` positions (a prefill bucket, at most P): hidden -> hidden,
+    present key/value per layer."""
 
-    def __init__(self, lm: LanguageModel, start: int, stop: int) -> None:
+    def __init__(self, lm: LanguageModel, start: int, stop: int, length: int) -> None:
         super().__init__()
-        p, self.math = lm.dims.prefill_len, LayerMath(lm.dims)
+        p, self.math = length, LayerMath(lm.dims)
         self.start, self.stop, self.pad = start, stop, lm.dims.max_len - p
         self.layers = nn.ModuleList(lm.layers[start:stop])
         self.register_buffer("cos", lm.cos[:p].clone(), persistent=False)
@@ -170,7 +178,7 @@ class PrefillStage(Stage):
         self.output_names = [hidden_name(stop)] + [n for i in range(start, stop) for n in present_names(i)]
 
     def forward(self, hidden: torch.Tensor):
-        """hidden [1, P, D] -> (hidden [1, P, D], key_i, value_i [1, KV, L, hd] ...)."""
+        """hidden [1, length, D] -> (hidden [1, length, D], key_i, value_i [1, KV, L, hd] ...)."""
         caches = []
         for layer in self.layers:
             attn = layer.self_attn
@@ -211,6 +219,47 @@ class DecodeStage(Stage):
         return (hidden, *caches)
 
 
+class StatefulPrefillStage(PrefillStage):
+    """``PrefillStage`` whose caches go into model state (``cache_names``, [1, KV, L, hd] buffers written
+    in place) instead of outputs: hidden -> hidden. For Core ML ``StateType`` (iOS 18)."""
+
+    def __init__(self, lm: LanguageModel, start: int, stop: int, length: int) -> None:
+        super().__init__(lm, start, stop, length)
+        register_caches(self, lm.dims, start, stop)
+        self.output_names = [hidden_name(stop)]
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        """hidden [1, length, D] -> hidden [1, length, D]; every cache row overwritten (rows >= length zero)."""
+        hidden, *caches = super().forward(hidden)
+        for name, cache in zip(self.state_names, caches, strict=True):
+            getattr(self, name).copy_(cache)
+        return hidden
+
+
+class StatefulDecodeStage(DecodeStage):
+    """``DecodeStage`` over caches held as model state, updated in place: hidden, position -> hidden."""
+
+    def __init__(self, lm: LanguageModel, start: int, stop: int) -> None:
+        super().__init__(lm, start, stop)
+        register_caches(self, lm.dims, start, stop)
+        self.input_names = [layer_input(start), POSITION]
+        self.output_names = [hidden_name(stop)]
+
+    def forward(self, hidden: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
+        """hidden [1, 1, D], position int64 [1] -> hidden [1, 1, D]; cache row ``position`` written."""
+        hidden, *caches = super().forward(hidden, position, *(getattr(self, n) for n in self.state_names))
+        for name, cache in zip(self.state_names, caches, strict=True):
+            getattr(self, name).copy_(cache)
+        return hidden
+
+
+def register_caches(stage: Stage, dims: LlmDims, start: int, stop: int) -> None:
+    """Zero KV-cache buffers [1, KV, L, hd] of layers [start, stop), named ``cache_names``, in ``state_names``."""
+    stage.state_names = [n for i in range(start, stop) for n in cache_names(i)]
+    for name in stage.state_names:
+        stage.register_buffer(name, torch.zeros(1, dims.kv_heads, dims.max_len, dims.head_dim))
+
+
 class HeadStage(Stage):
     """Final norm + lm_head on one position: prefill picks ``last_index`` of [1, P, D]; decode has [1, 1, D]."""
 
@@ -227,24 +276,40 @@ class HeadStage(Stage):
         return self.lm_head(rms_norm(self.norm, hidden[:, 0]))
 
 
-def build_llm_stages(lm: LanguageModel, groups: list[tuple[int, int]], prefill: bool) -> list[Stage]:
-    stage = PrefillStage if prefill else DecodeStage
-    return [*(stage(lm, a, b) for a, b in groups), HeadStage(lm, prefill)]
+def build_llm_stages(
+    lm: LanguageModel, groups: list[tuple[int, int]], prefill_length: int | None, stateful: bool = False
+) -> list[Stage]:
+    """Layer-group stages and the head: prefill over ``prefill_length`` positions, or decode (None);
+    ``stateful``: the caches as model state (``Stateful*Stage``), not inputs / outputs."""
+    if prefill_length is None:
+        decode = StatefulDecodeStage if stateful else DecodeStage
+        return [*(decode(lm, a, b) for a, b in groups), HeadStage(lm, prefill=False)]
+    prefill = StatefulPrefillStage if stateful else PrefillStage
+    return [*(prefill(lm, a, b, prefill_length) for a, b in groups), HeadStage(lm, prefill=True)]
 
 
-def example_feeds(lm: LanguageModel, seed: int = 0) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """Realistic example inputs: (prefill feeds, decode feeds from the prefill's caches at position P)."""
+def prefill_feeds(lm: LanguageModel, length: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Example prefill inputs: seeded embeddings [1, length, D] filling every position."""
+    embeds = torch.randn(1, length, lm.dims.hidden, generator=torch.Generator().manual_seed(seed)) * 0.02
+    return {INPUTS_EMBEDS: embeds, LAST_INDEX: torch.tensor([length - 1])}
+
+
+def decode_feeds(lm: LanguageModel, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Example decode inputs: the caches of a full prefill of P, the next token at position P."""
     d = lm.dims
-    embeds = torch.randn(1, d.prefill_len, d.hidden, generator=torch.Generator().manual_seed(seed)) * 0.02
-    prefill = {INPUTS_EMBEDS: embeds, LAST_INDEX: torch.tensor([d.prefill_len - 1])}
-    env = run_stages(build_llm_stages(lm, block_groups(d.layers, 1), prefill=True), prefill)
+    prefill = prefill_feeds(lm, d.prefill_len, seed)
+    env = run_stages(build_llm_stages(lm, block_groups(d.layers, 1), d.prefill_len), prefill)
+    embeds = prefill[INPUTS_EMBEDS]
     decode = {INPUTS_EMBEDS: embeds[:, -1:].clone(), POSITION: torch.tensor([min(d.prefill_len, d.max_len - 1)])}
     for i in range(d.layers):
         decode.update(zip(past_names(i), (env[n] for n in present_names(i)), strict=True))
-    return prefill, decode
+    return decode
 
 
-def embedding_dtype_for(dims: LlmDims) -> str:
-    """float16 on disk when the [V, D] table is over 256 MB in float32 (Qwen2-0.5B: 151936 x 896 = 545 MB),
-    float32 otherwise. The lm_head stays float32 inside the head chunks; the runtime widens looked-up rows."""
-    return "float16" if dims.vocab * dims.hidden * 4 > EMBEDDING_FP16_BYTES else "float32"
+def embedding_dtype_for(dims: LlmDims, quantized: bool) -> str:
+    """The [V, D] table on disk: int8 with per-row scales when the export is ``quantized``
+    (``edgetrim.runtime.embedding``); else float16 when it is over 256 MB in float32 (Qwen2-0.5B: 151936 x 896 =
+    545 MB), float32 otherwise. The lm_head stays inside the head chunks; the runtime widens looked-up rows."""
+    if quantized:
+        return EMBEDDING_INT8
+    return EMBEDDING_FLOAT16 if dims.vocab * dims.hidden * 4 > EMBEDDING_FP16_BYTES else EMBEDDING_FLOAT32

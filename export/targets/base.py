@@ -1,9 +1,10 @@
 """What every target takes and returns: ``{function: stage}`` in, files and functions out.
 
 A stage is an ``nn.Module`` with ``input_names`` / ``output_names`` (positional in ``forward``); the
-functions of one chunk share their input and output names and, where the target allows, their
-weights. A chunk of one function is the common case (function name ``forward``, no ``functions``
-entry in the manifest); several functions (e.g. ``plain`` / ``tdtm``) are the same path.
+functions of one chunk share, where the target allows, their weights. A chunk of one function is the
+common case (function name ``forward``, no ``functions`` entry in the manifest); several functions are
+the same path, either over one example (``plain`` / ``tdtm``: same inputs and outputs) or each over
+its own (``prefill_<P>`` / ``decode``: a language model's graphs, different shapes and names).
 """
 
 from __future__ import annotations
@@ -16,6 +17,12 @@ import torch
 from edgetrim.runtime import contract
 
 Functions = dict[str, torch.nn.Module]
+Examples = tuple | dict[str, tuple]  # one example for every function, or {function: its example}
+
+
+def per_function(functions: Functions, example: Examples) -> dict[str, tuple]:
+    """``{function: example}`` whether one example is shared or each function has its own."""
+    return example if isinstance(example, dict) else dict.fromkeys(functions, example)
 
 
 @dataclass

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edgetrim.export.targets.base import ChunkFiles, Functions
+from edgetrim.export.targets.base import ChunkFiles, Examples, Functions, per_function
 from edgetrim.runtime import contract
 
 MAIN = "main"  # the function of a single-function CoreML model
@@ -98,21 +98,37 @@ def quantizer_config(mode: str):
     return OptimizationConfig(op_type_configs=dict.fromkeys(WEIGHT_OPS, op))
 
 
-def deployment_target(mode: str | None):
-    """iOS 17, iOS 18 for int4 per-block weights (``constexpr_blockwise_shift_scale``)."""
+def deployment_target(mode: str | None, stateful: bool = False):
+    """iOS 17; iOS 18 for int4 per-block weights (``constexpr_blockwise_shift_scale``) and for model state."""
     import coremltools as ct
 
-    return ct.target.iOS18 if mode == "int4" else ct.target.iOS17
+    return ct.target.iOS18 if mode == "int4" or stateful else ct.target.iOS17
 
 
-def pass_pipeline(mode: str | None):
+def state_specs(module: torch.nn.Module, fp16: bool) -> list[dict]:
+    """A stage's model state (its ``state_names`` buffers, written in place): [{name, shape, dtype}]."""
+    dtype = "float16" if fp16 else "float32"
+    return [
+        {"name": name, "shape": list(getattr(module, name).shape), "dtype": dtype}
+        for name in getattr(module, "state_names", [])
+    ]
+
+
+def pass_pipeline(mode: str | None, stateful: bool = False):
     """None (the converter's default passes) for float; quantized: the default passes, then
-    ``compression::linear_quantize_weights`` (after the fp16 casts: fp16 weights are what it quantizes)."""
+    ``compression::linear_quantize_weights`` (after the fp16 casts: fp16 weights are what it quantizes).
+    Stateful: without ``common::canonicalize_inplace_pattern`` (coremltools 9.0 fails in it on two state
+    updates whose values are computed back to back, as every KV-cache layer's are; it only moves each
+    update next to its value)."""
     import coremltools as ct
 
-    if mode is None:
+    if mode is None and not stateful:
         return None
     pipeline = ct.PassPipeline.DEFAULT
+    if stateful:
+        pipeline.remove_passes(["common::canonicalize_inplace_pattern"])
+    if mode is None:
+        return pipeline
     pipeline.append_pass("compression::linear_quantize_weights")
     pipeline.set_options("compression::linear_quantize_weights", {"config": quantizer_config(mode)})
     return pipeline
@@ -126,10 +142,13 @@ def convert(
     import coremltools as ct
 
     mode = quantize_mode(quantize)
+    states = state_specs(module, fp16)
     with torch.no_grad():
         outputs = module(*example)
         outputs = outputs if isinstance(outputs, tuple) else (outputs,)
         program = torch.export.export(module, example).run_decompositions({})
+        for state in states:  # the reference run wrote into them: state starts at zero on device
+            getattr(module, state["name"]).zero_()
     precision = ct.transform.FP16ComputePrecision(op_selector=keep_integers_fp32) if fp16 else ct.precision.FLOAT32
     model = ct.convert(
         program,
@@ -141,10 +160,18 @@ def convert(
             ct.TensorType(name=name, dtype=NUMPY_DTYPES[out.dtype])
             for name, out in zip(module.output_names, outputs, strict=True)
         ],
-        minimum_deployment_target=deployment_target(mode),
+        states=[
+            ct.StateType(
+                wrapped_type=ct.TensorType(shape=tuple(s["shape"]), dtype=np.float16 if fp16 else np.float32),
+                name=s["name"],
+            )
+            for s in states
+        ]
+        or None,
+        minimum_deployment_target=deployment_target(mode, bool(states)),
         compute_precision=precision,
         convert_to="mlprogram",
-        pass_pipeline=pass_pipeline(mode),
+        pass_pipeline=pass_pipeline(mode, bool(states)),
     )
     model.short_description = (
         "edgetrim chunk: " + ", ".join(module.input_names) + " -> " + ", ".join(module.output_names)
@@ -153,26 +180,41 @@ def convert(
 
 
 def write(
-    functions: Functions, example: tuple, folder: Path, stem: str, fp16: bool = True, quantize: str | None = None
+    functions: Functions,
+    example: Examples,
+    folder: Path,
+    stem: str,
+    fp16: bool = True,
+    quantize: str | None = None,
+    separate: bool = False,
 ) -> ChunkFiles:
     """One chunk as one .mlpackage (several functions: one multifunction package, equal weights stored
-    once). ``quantize``: None (float), ``int8`` or ``int4`` weight-only (``QUANTIZE``), each function
-    quantized as it is converted, before the multifunction save."""
+    once, iOS 18; ``separate``: one package per function, ``<stem>.<function>.mlpackage``, iOS 17).
+    ``quantize``: None (float), ``int8`` or ``int4`` weight-only (``QUANTIZE``), each function quantized
+    as it is converted, before the multifunction save. Stages with ``state_names`` buffers keep them as
+    Core ML state (``StateType``, iOS 18), listed in the chunk's ``states``."""
     import coremltools as ct
 
     mode = quantize_mode(quantize)
-    extra = {"quantization": QUANTIZE[mode]} if mode else {}
-    path = folder / f"{stem}{contract.PROGRAM_SUFFIX[contract.COREML]}"
-    if len(functions) == 1:
-        ((function, stage),) = functions.items()
-        convert(stage, example, path, fp16, mode)
-        return ChunkFiles([(path, contract.PROGRAM)], {function: {"file": path.name, "method": MAIN}}, extra)
+    states = state_specs(next(iter(functions.values())), fp16)
+    extra = ({"quantization": QUANTIZE[mode]} if mode else {}) | ({"states": states} if states else {})
+    suffix = contract.PROGRAM_SUFFIX[contract.COREML]
+    path = folder / f"{stem}{suffix}"
+    examples = per_function(functions, example)
+    if len(functions) == 1 or separate:
+        files, entries = [], {}
+        for i, (function, stage) in enumerate(functions.items()):
+            single = path if len(functions) == 1 else folder / f"{stem}.{function}{suffix}"
+            convert(stage, examples[function], single, fp16, mode)
+            files.append((single, contract.program_role(function, i == 0)))
+            entries[function] = {"file": single.name, "method": MAIN}
+        return ChunkFiles(files, entries, extra)
     tmp = Path(tempfile.mkdtemp(prefix=".coreml-", dir=folder))
     try:
         desc = ct.utils.MultiFunctionDescriptor()
         for function, stage in functions.items():
             single = tmp / f"{function}.mlpackage"
-            convert(stage, example, single, fp16, mode)
+            convert(stage, examples[function], single, fp16, mode)
             desc.add_function(str(single), src_function_name=MAIN, target_function_name=contract.method_name(function))
         desc.default_function_name = contract.method_name(next(iter(functions)))
         ct.utils.save_multifunction(desc, str(path))
@@ -197,14 +239,22 @@ def quantized_dtype(op) -> str | None:
 
 
 def spec_summary(path: Path) -> dict:
-    """A saved .mlpackage read without macOS: ``functions`` {name: {inputs, outputs}} (``main`` for a
-    single-function model; each input/output {name, shape, dtype}), op counts (``ops``, every function),
+    """A saved .mlpackage read without macOS: ``functions`` {name: {inputs, outputs, states}} (``main`` for a
+    single-function model; each input/output/state {name, shape, dtype}), op counts (``ops``, every function),
     ``spec_version`` and its ``deployment_target`` (e.g. ``iOS17``), ``opsets`` (e.g. ``CoreML7``),
     ``quantization_ops`` (counts of ``QUANTIZED_OPS``) and ``quantized_dtypes`` (their stored weight
     dtypes, e.g. {"int4": 10}): both empty for float weights."""
     import coremltools as ct
 
     spec = ct.models.MLModel(str(path), skip_model_load=True).get_spec()
+
+    def states(items) -> list[dict]:
+        out = []
+        for s in items:
+            arr = s.type.stateType.arrayType
+            dtype = ct.proto.FeatureTypes_pb2.ArrayFeatureType.ArrayDataType.Name(arr.dataType).lower()
+            out.append({"name": s.name, "shape": [int(d) for d in arr.shape], "dtype": dtype})
+        return out
 
     def features(items) -> list[dict]:
         out = []
@@ -216,9 +266,13 @@ def spec_summary(path: Path) -> dict:
 
     described = spec.description.functions
     if described:
-        functions = {f.name: {"inputs": features(f.input), "outputs": features(f.output)} for f in described}
+        functions = {
+            f.name: {"inputs": features(f.input), "outputs": features(f.output), "states": states(f.state)}
+            for f in described
+        }
     else:
-        functions = {MAIN: {"inputs": features(spec.description.input), "outputs": features(spec.description.output)}}
+        d = spec.description
+        functions = {MAIN: {"inputs": features(d.input), "outputs": features(d.output), "states": states(d.state)}}
     ops: dict[str, int] = {}
     quantized: dict[str, int] = {}
     opsets: set[str] = set()

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from edgetrim.export.targets.base import ChunkFiles, Functions
+from edgetrim.export.targets.base import ChunkFiles, Examples, Functions, per_function
 from edgetrim.runtime import contract
 from edgetrim.runtime.errors import EdgetrimBug
 
@@ -87,10 +87,11 @@ def quantized_functions(functions: Functions, quantize: str) -> Functions:
 
 
 def write(
-    functions: Functions, example: tuple, folder: Path, stem: str, fp16: bool = False, quantize: str | None = None
+    functions: Functions, example: Examples, folder: Path, stem: str, fp16: bool = False, quantize: str | None = None
 ) -> ChunkFiles:
-    """One chunk as one .pte. ``fp16`` is ignored (ExecuTorch artifacts are fp32); ``quantize``: None,
-    ``int8`` or ``int4`` (see ``quantized_functions``), marked ``QUANTIZE[quantize]`` in the chunk."""
+    """One chunk as one .pte; several functions: one method each, at its own example's shapes, constants
+    stored once. ``fp16`` is ignored (ExecuTorch artifacts are fp32); ``quantize``: None, ``int8`` or
+    ``int4`` (see ``quantized_functions``), marked ``QUANTIZE[quantize]`` in the chunk."""
     del fp16
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
@@ -98,8 +99,9 @@ def write(
     stages = functions if quantize is None else quantized_functions(functions, quantize)
     single = len(stages) == 1
     methods = {f: contract.DEFAULT_METHOD if single else contract.method_name(f) for f in stages}
+    examples = per_function(stages, example)
     with torch.no_grad():
-        programs = {methods[f]: torch.export.export(stage, example) for f, stage in stages.items()}
+        programs = {methods[f]: torch.export.export(stage, examples[f]) for f, stage in stages.items()}
     edge = to_edge_transform_and_lower(
         next(iter(programs.values())) if single else programs, partitioner=[XnnpackPartitioner()]
     )

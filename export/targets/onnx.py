@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from edgetrim.export.targets.base import ChunkFiles, Functions
+from edgetrim.export.targets.base import ChunkFiles, Examples, Functions, per_function
 from edgetrim.runtime import contract
 
 OPSET = 18
@@ -160,15 +160,17 @@ def write_shared(graphs: dict[str, Path], folder: Path, stem: str) -> tuple[dict
 
 
 def write(
-    functions: Functions, example: tuple, folder: Path, stem: str, fp16: bool = False, quantize: str | None = None
+    functions: Functions, example: Examples, folder: Path, stem: str, fp16: bool = False, quantize: str | None = None
 ) -> ChunkFiles:
-    """One chunk: every function as a graph, weights shared. ``quantize``: None, ``int8`` or ``int4``."""
+    """One chunk: every function as a graph (at its own example's shapes), weights shared. ``quantize``:
+    None, ``int8`` or ``int4`` (deterministic, so a weight quantized in two graphs is still stored once)."""
     del fp16  # ONNX artifacts are fp32
     quantizer = {"int8": quantize_int8_dynamic, "int4": quantize_int4_blocks}.get(quantize or "")
+    examples = per_function(functions, example)
     graphs = {}
     with tempfile.TemporaryDirectory(prefix=".onnx-", dir=folder) as tmp:
         for function, stage in functions.items():
-            path = export_graph(stage, example, Path(tmp) / f"{function}.onnx")
+            path = export_graph(stage, examples[function], Path(tmp) / f"{function}.onnx")
             if quantizer:
                 path = quantizer(path, Path(tmp) / f"{function}.{quantize}.onnx")
             graphs[function] = path

@@ -4,36 +4,47 @@ import EdgetrimCoreML
 import ExecuTorch
 import Foundation
 
-/// One pipeline of an artifact, whatever runs it: Core ML for .mlpackage chunks, ExecuTorch for .pte.
+/// One pipeline of an artifact, whatever runs it: Core ML for .mlpackage chunks, ExecuTorch for .pte. Stateful
+/// chunks (a Core ML language model's KV cache, iOS 18) keep their model state in the generation's `states`.
 protocol PipelineRunner: AnyObject {
     var plan: MemoryPlan { get }
     var timeline: ChunkTimeline { get }
-    func run(_ feeds: [String: EdgetrimCore.Tensor], function: String?) throws -> [String: EdgetrimCore.Tensor]
+    func run(_ feeds: [String: EdgetrimCore.Tensor], function: String?, states: ChunkStates?) throws
+        -> [String: EdgetrimCore.Tensor]
+}
+
+extension PipelineRunner {
+    /// A pipeline without stateful chunks.
+    func run(_ feeds: [String: EdgetrimCore.Tensor], function: String?) throws -> [String: EdgetrimCore.Tensor] {
+        try run(feeds, function: function, states: nil)
+    }
 }
 
 extension ChunkScheduler: PipelineRunner {}
 
 enum Pipelines {
-    /// The chunk scheduler of `pipeline` on the backend the artifact's target needs.
+    /// The chunk scheduler of `pipeline` on the backend the artifact's target needs; `function`: what its
+    /// multi-function chunks run unless `run` says otherwise (nil: each chunk's first).
     static func open(
         _ artifact: Artifact, pipeline: String, budgetMB: Double?, units: MLComputeUnits,
-        inputs: [String]? = nil, outputs: [String]? = nil
+        inputs: [String]? = nil, outputs: [String]? = nil, function: String? = nil
     ) throws -> PipelineRunner {
         switch artifact.target {
         case Contract.coreml:
             let backend = CoreMLBackend(cache: try CompiledModelCache(), computeUnits: units)
             return try ChunkScheduler(artifact: artifact, backend: backend, pipeline: pipeline,
-                                      memoryBudgetMB: budgetMB, inputs: inputs, outputs: outputs)
+                                      memoryBudgetMB: budgetMB, inputs: inputs, outputs: outputs, function: function)
         case Contract.executorch:
             return try ChunkScheduler(artifact: artifact, backend: ExecuTorchBackend(), pipeline: pipeline,
-                                      memoryBudgetMB: budgetMB, inputs: inputs, outputs: outputs)
+                                      memoryBudgetMB: budgetMB, inputs: inputs, outputs: outputs, function: function)
         default:
             throw ArtifactError("\(artifact.target) artifacts do not run on iOS: export with --target coreml or executorch")
         }
     }
 }
 
-/// ExecuTorch behind the core's ChunkBackend: the program memory-mapped, one method loaded, forward, unload.
+/// ExecuTorch behind the core's ChunkBackend: the program memory-mapped, one method loaded, run with the function's
+/// inputs in the manifest's order, unload.
 final class ExecuTorchBackend: ChunkBackend, @unchecked Sendable {
     final class Loaded {
         let module: Module
@@ -52,7 +63,7 @@ final class ExecuTorchBackend: ChunkBackend, @unchecked Sendable {
         let module = Module(filePath: program.url.path, loadMode: .mmap)
         try module.load(program.method)
         return Loaded(module: module, method: program.method,
-                      inputs: program.chunk.inputs.map(\.name), outputs: program.chunk.outputs.map(\.name))
+                      inputs: program.inputs.map(\.name), outputs: program.outputs.map(\.name))
     }
 
     func run(_ handle: Loaded, inputs: [String: EdgetrimCore.Tensor]) throws -> [String: EdgetrimCore.Tensor] {

@@ -83,7 +83,7 @@ struct VLMRun {
         let pp = try m.preprocessing.orThrow("preprocessing")
         let llm = try m.llm.orThrow("llm section")
         let tokenizer = try BPETokenizer(contentsOf: try artifact.dataFile(Contract.tokenizer))
-        let table = try NPYArray(contentsOf: try artifact.dataFile(Contract.embedding))
+        let table = try EmbeddingTable(artifact: artifact)  // [V, D], memory-mapped; int8 rows dequantized
         let template = try PromptTemplate(try llm.template.orThrow("template"))
         let imageToken = try llm.imageTokenID.orThrow("image token")
         let start = Date()
@@ -93,35 +93,29 @@ struct VLMRun {
             .orThrow("visual tokens")
         let ids = try template.ids(prompt: prompt, imageTokenId: imageToken, tokenizer: tokenizer)
         let embeds = try spliceVisual(ids: ids, visual: visual, imageTokenId: imageToken, embedding: { try table.row($0) })
-        let layers = llm.numLayers
-        let presents = (0..<layers).flatMap { Contract.presentNames($0) }
-        let pasts = (0..<layers).flatMap { Contract.pastNames($0) }
+        // one copy of the weights: both pipelines run the same chunks, prefill_<n> (one per prefill length) and decode;
+        // the KV cache crosses calls as past / present tensors (kv_cache io) or stays in the layer chunks as Core ML
+        // state (kv_cache state, iOS 18), one MLState per chunk made by each generation's prefill
+        let io = LanguageModelIO(llm)
         let prefill = try Pipelines.open(artifact, pipeline: Contract.prefill, budgetMB: budgetMB, units: units.value,
-                                         inputs: [Contract.inputsEmbeds, Contract.lastIndex], outputs: [Contract.logits] + presents)
+                                         inputs: io.prefillInputs, outputs: io.outputs,
+                                         function: Contract.prefillFunction(llm.prefillLength))
         let decode = try Pipelines.open(artifact, pipeline: Contract.decode, budgetMB: budgetMB, units: units.value,
-                                        inputs: [Contract.inputsEmbeds, Contract.position] + pasts, outputs: [Contract.logits] + presents)
+                                        inputs: io.decodeInputs, outputs: io.outputs, function: Contract.decode)
         let int = artifact.target == Contract.coreml ? { (v: Int) in Tensor(shape: [1], values: .int32([Int32(v)])) }
             : { (v: Int) in Tensor(shape: [1], values: .int64([Int64(v)])) }
-        let decoder = GreedyDecoder<[String: Tensor]>(
-            prefillLength: llm.prefillLength, maxLength: llm.maxLength, embedding: { try table.row($0) },
-            prefill: { embeds, last in
-                let out = try prefill.run([Contract.inputsEmbeds: embeds, Contract.lastIndex: int(last)], function: nil)
-                return (try out[Contract.logits].orThrow("logits"), Dictionary(uniqueKeysWithValues: zip(pasts, presents.map { out[$0]! })))
-            },
-            decode: { row, position, caches in
-                var feeds = caches
-                feeds[Contract.inputsEmbeds] = row
-                feeds[Contract.position] = int(position)
-                let out = try decode.run(feeds, function: nil)
-                return (try out[Contract.logits].orThrow("logits"), Dictionary(uniqueKeysWithValues: zip(pasts, presents.map { out[$0]! })))
-            })
+        let decoder = GreedyDecoder<KVCache>(
+            llm: llm, integer: int, embedding: { try table.row($0) },
+            prefill: { try prefill.run($0, function: $1, states: $2) },
+            decode: { try decode.run($0, function: $1, states: $2) })
         let text = TextStream(tokenizer: tokenizer)
         let visionSeconds = Date().timeIntervalSince(start)
         let generation = try decoder.generate(embeds, maxNewTokens: 64, eosTokens: Set(llm.eosTokenIDs ?? [])) { token in
             if let delta = text.append(token) { onText(delta) }
         }
-        return String(format: "K %d, TTFT %.0f ms, %.1f tokens/s, footprint %.0f MB%@",
-                      visual.shape[1], (visionSeconds + generation.ttft) * 1000, generation.decodeTokensPerSecond,
+        return String(format: "K %d, prefill %d, KV %@, TTFT %.0f ms, %.1f tokens/s, footprint %.0f MB%@",
+                      visual.shape[1], generation.prefillLength, llm.kvCache, (visionSeconds + generation.ttft) * 1000,
+                      generation.decodeTokensPerSecond,
                       footprintMB(), m.source.randomWeights ? " (random weights: text is meaningless)" : "")
     }
 }

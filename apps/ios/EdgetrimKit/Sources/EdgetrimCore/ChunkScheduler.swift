@@ -4,23 +4,67 @@ import Foundation
 /// Runs chunk programs (Core ML, ExecuTorch, a fake in tests). Sendable: `load` may run on the scheduler's
 /// loader queue while `run` runs another chunk on the caller's thread, and a handle loaded on one is used
 /// on the other.
+///
+/// A stateful chunk (`Manifest.Chunk.states`) runs with a model state its backend makes (`makeState`, Core ML's
+/// `MLState`) and the scheduler keeps in the caller's `ChunkStates`; backends without model state keep the
+/// defaults, which refuse such chunks.
 public protocol ChunkBackend: Sendable {
     associatedtype Handle
     /// Loads one function of a chunk from its program file.
     func load(_ program: ChunkProgram) throws -> Handle
     /// Runs a loaded chunk: its inputs by name -> its outputs by name.
     func run(_ handle: Handle, inputs: [String: Tensor]) throws -> [String: Tensor]
+    /// A fresh (zeroed) model state for the stateful chunk `handle` runs a function of; every function of the chunk
+    /// takes it.
+    func makeState(_ handle: Handle) throws -> AnyObject
+    /// Runs a loaded function of a stateful chunk, which reads and writes `state` in place.
+    func run(_ handle: Handle, inputs: [String: Tensor], state: AnyObject) throws -> [String: Tensor]
     /// Releases a loaded chunk; the scheduler never uses the handle again.
     func unload(_ handle: Handle)
 }
 
+extension ChunkBackend {
+    public func makeState(_ handle: Handle) throws -> AnyObject { throw statelessBackend() }
+
+    public func run(_ handle: Handle, inputs: [String: Tensor], state: AnyObject) throws -> [String: Tensor] {
+        throw statelessBackend()
+    }
+
+    private func statelessBackend() -> ArtifactError {
+        ArtifactError(
+            "\(Self.self) keeps no model state, and the chunk keeps its KV cache as Core ML state: run it with Core ML "
+                + "on iOS 18, or re-export with `--kv-cache io`")
+    }
+}
+
+/// The model state of a generation's stateful chunks (`Manifest.Chunk.states`: a Core ML language model's KV cache,
+/// `llm.kv_cache` state), by chunk name. A chunk's state is made by its backend the first time the chunk runs with
+/// these states (prefill), then read and written in place by every later run (decode, from any scheduler over the
+/// same chunks); it lives as long as this object: make one per generation.
+public final class ChunkStates {
+    private var states: [String: AnyObject] = [:]
+
+    public init() {}
+
+    /// `chunk`'s state, made by `make` the first time.
+    func state(_ chunk: String, make: () throws -> AnyObject) rethrows -> AnyObject {
+        if let state = states[chunk] { return state }
+        let state = try make()
+        states[chunk] = state
+        return state
+    }
+}
+
 /// What a backend loads: `function` of `chunk` (nil for a chunk without functions) from the program file
-/// `url`, running `method` inside it (`Artifact.program`).
+/// `url`, running `method` inside it (`Artifact.program`), with that function's `inputs` and `outputs`
+/// (`Artifact.io`).
 public struct ChunkProgram: Sendable {
     public let chunk: Manifest.Chunk
     public let function: String?
     public let url: URL
     public let method: String
+    public let inputs: [Manifest.TensorSpec]
+    public let outputs: [Manifest.TensorSpec]
 }
 
 /// A chunk failed to load (possibly on the loader queue); the message names the chunk.
@@ -38,16 +82,19 @@ public struct ChunkLoadError: Error, CustomStringConvertible, LocalizedError {
 /// The resident prefix of the `MemoryPlan` loads once and stays. Streamed chunks load before use and are
 /// unloaded right after they run; with overlap, chunk i+1 loads on a background queue while chunk i
 /// computes, and after the last chunk the first streamed chunk of the next invocation starts loading.
-/// `run(_:function:)` picks the function of multi-function chunks; each (chunk, function) loads apart.
-/// Call `run` and `warm` from one thread at a time; `timeline` may be read from any thread.
+/// `run(_:function:states:)` picks the function of multi-function chunks, each chunk running with that function's
+/// inputs and outputs (`Artifact.io`); each (chunk, function) loads apart. Stateful chunks run with their state in
+/// `states`. Call `run` and `warm` from one thread at a time; `timeline` may be read from any thread.
 public final class ChunkScheduler<Backend: ChunkBackend> {
     public let artifact: Artifact
     /// The pipeline's chunks in run order.
     public let chunks: [Manifest.Chunk]
     public let plan: MemoryPlan
-    /// What the caller feeds (default: the first chunk's inputs).
+    /// The function of multi-function chunks `run` and `warm` run unless told otherwise (nil: each chunk's first).
+    public let function: String?
+    /// What the caller feeds (default: the first chunk's inputs, of `function`).
     public let inputNames: [String]
-    /// What `run` returns (default: the last chunk's outputs).
+    /// What `run` returns (default: the last chunk's outputs, of `function`).
     public let outputNames: [String]
     /// Load and compute events, the latest `ChunkTimeline.capacity`.
     public let timeline = ChunkTimeline()
@@ -58,6 +105,8 @@ public final class ChunkScheduler<Backend: ChunkBackend> {
     private let queue = DispatchQueue(label: "edgetrim.chunk-loader", qos: .userInitiated)
     private var resident: [Key: Backend.Handle] = [:]
     private var pending: [Key: PendingLoad<Backend.Handle>] = [:]
+    /// The functions whose chunks were checked to line up.
+    private var checked: Set<String?> = []
 
     /// A loaded program: a chunk index and the function (nil for a chunk without functions).
     private struct Key: Hashable {
@@ -65,34 +114,37 @@ public final class ChunkScheduler<Backend: ChunkBackend> {
         let function: String?
     }
 
-    /// Checks that the pipeline's chunks line up (every input fed or produced earlier with the same shape
-    /// and dtype, every output produced) and plans memory; loads nothing yet.
+    /// Checks that the pipeline's chunks line up for `function` (every input fed or produced earlier with the
+    /// same shape and dtype, every output produced) and plans memory; loads nothing yet. Other functions are
+    /// checked when they first run.
     public init(
         artifact: Artifact, backend: Backend, pipeline: String? = nil, memoryBudgetMB: Double? = nil,
-        overlap: Bool = true, inputs: [String]? = nil, outputs: [String]? = nil
+        overlap: Bool = true, inputs: [String]? = nil, outputs: [String]? = nil, function: String? = nil
     ) throws {
         self.artifact = artifact
+        self.function = function
         chunks = try artifact.pipeline(pipeline)
-        inputNames = inputs ?? chunks.first.map { $0.inputs.map(\.name) } ?? []
-        try Self.checkIO(chunks, inputs: Set(inputNames))
-        outputNames = outputs ?? chunks.last.map { $0.outputs.map(\.name) } ?? []
-        let produced = Set(chunks.flatMap { $0.outputs.map(\.name) })
-        let missing = outputNames.filter { !produced.contains($0) }
-        guard missing.isEmpty else {
-            throw ArtifactError(
-                "no chunk produces \(missing.joined(separator: ", ")): the artifact does not match this runtime")
-        }
+        inputNames = inputs ?? chunks.first.map { artifact.io($0, function: function).inputs.map(\.name) } ?? []
+        outputNames = outputs ?? chunks.last.map { artifact.io($0, function: function).outputs.map(\.name) } ?? []
+        try Self.checkIO(artifact, chunks, inputs: inputNames, outputs: outputNames, function: function)
         plan = try planMemory(chunks: chunks, budgetMB: memoryBudgetMB, overlap: overlap)
         loader = Loader(artifact: artifact, backend: backend, chunks: chunks, timeline: timeline)
+        checked = [function]
     }
 
     deinit { close() }
 
-    /// Every chunk input must come from the pipeline inputs or an earlier chunk, with the same shape and dtype.
-    static func checkIO(_ chunks: [Manifest.Chunk], inputs: Set<String>) throws {
+    /// Every chunk input of `function` must come from the pipeline `inputs` or an earlier chunk, with the same
+    /// shape and dtype, and some chunk must produce each of `outputs` (Python's `check_io` and `_check`).
+    static func checkIO(
+        _ artifact: Artifact, _ chunks: [Manifest.Chunk], inputs: [String], outputs: [String], function: String?
+    ) throws {
+        let fed = Set(inputs)
         var available: [String: Manifest.TensorSpec] = [:]
+        var produced: Set<String> = []
         for chunk in chunks {
-            for spec in chunk.inputs {
+            let io = artifact.io(chunk, function: function)
+            for spec in io.inputs {
                 if let given = available[spec.name] {
                     guard given.shape == spec.shape, given.dtype == spec.dtype else {
                         throw ArtifactError(
@@ -100,7 +152,7 @@ public final class ChunkScheduler<Backend: ChunkBackend> {
                                 + "chunk gives \(given.shape) \(given.dtype): the chunks do not line up, "
                                 + "re-export the artifact")
                     }
-                } else if inputs.contains(spec.name) {
+                } else if fed.contains(spec.name) {
                     available[spec.name] = spec
                 } else {
                     throw ArtifactError(
@@ -108,17 +160,34 @@ public final class ChunkScheduler<Backend: ChunkBackend> {
                             + "the chunks do not line up, re-export the artifact")
                 }
             }
-            for spec in chunk.outputs { available[spec.name] = spec }
+            for spec in io.outputs {
+                available[spec.name] = spec
+                produced.insert(spec.name)
+            }
+        }
+        let missing = outputs.filter { !produced.contains($0) }
+        guard missing.isEmpty else {
+            throw ArtifactError(
+                "no chunk produces \(missing.joined(separator: ", ")): the artifact does not match this runtime")
         }
     }
 
-    /// Loads the resident chunks now (otherwise they load on first use).
+    /// Loads the resident chunks of `function` (nil: the scheduler's) now (otherwise they load on first use).
     public func warm(function: String? = nil) throws {
-        for index in plan.resident { _ = try acquire(index, function) }
+        for index in plan.resident { _ = try acquire(index, function ?? self.function) }
     }
 
-    /// Runs the pipeline once; `function` selects the variant of multi-function chunks (nil: their first).
-    public func run(_ feeds: [String: Tensor], function: String? = nil) throws -> [String: Tensor] {
+    /// Runs the pipeline once; `function` selects the variant of multi-function chunks (nil: the scheduler's
+    /// `function`), checked to line up the first time it runs; stateful chunks read and write their state in `states`
+    /// (made on their first run), which a pipeline with such chunks requires.
+    public func run(_ feeds: [String: Tensor], function: String? = nil, states: ChunkStates? = nil) throws
+        -> [String: Tensor]
+    {
+        let function = function ?? self.function
+        if !checked.contains(function) {
+            try Self.checkIO(artifact, chunks, inputs: inputNames, outputs: outputNames, function: function)
+            checked.insert(function)
+        }
         let absent = inputNames.filter { feeds[$0] == nil }
         guard absent.isEmpty else {
             throw ArtifactError(
@@ -134,9 +203,20 @@ public final class ChunkScheduler<Backend: ChunkBackend> {
                 prefetch(next, function, invocation: invocation + (next <= index ? 1 : 0))
             }
             var inputs: [String: Tensor] = [:]
-            for spec in chunk.inputs { inputs[spec.name] = env[spec.name] }
+            for spec in artifact.io(chunk, function: function).inputs { inputs[spec.name] = env[spec.name] }
             let start = timeline.now()
-            let outputs = try loader.backend.run(handle, inputs: inputs)
+            let outputs: [String: Tensor]
+            if chunk.states == nil {
+                outputs = try loader.backend.run(handle, inputs: inputs)
+            } else {
+                guard let states else {
+                    throw ArtifactError(
+                        "chunk '\(chunk.name)' keeps its KV cache as model state: run it with the generation's "
+                            + "ChunkStates")
+                }
+                let state = try states.state(chunk.name) { try loader.backend.makeState(handle) }
+                outputs = try loader.backend.run(handle, inputs: inputs, state: state)
+            }
             timeline.add(
                 .init(chunk: chunk.name, kind: .compute, start: start, end: timeline.now(), invocation: invocation))
             env.merge(outputs) { $1 }
@@ -205,10 +285,13 @@ public final class ChunkScheduler<Backend: ChunkBackend> {
         func load(_ key: Key, invocation: Int) throws -> Backend.Handle {
             let chunk = chunks[key.index]
             let (url, method) = try artifact.program(chunk, function: key.function)
+            let (inputs, outputs) = artifact.io(chunk, function: key.function)
+            let program = ChunkProgram(
+                chunk: chunk, function: key.function, url: url, method: method, inputs: inputs, outputs: outputs)
             let start = timeline.now()
             let handle: Backend.Handle
             do {
-                handle = try backend.load(ChunkProgram(chunk: chunk, function: key.function, url: url, method: method))
+                handle = try backend.load(program)
             } catch {
                 throw ChunkLoadError(chunk: chunk.name, underlying: error)
             }

@@ -5,10 +5,14 @@
 ///
 /// - `vision-encoder`: `vision` (pixel_values -> tokens, positions, partition_budgets)
 /// - `vlm`: `vision`, `prefill`, `decode`; top-level files `embedding`, `tokenizer`
-/// - `language-model`: `prefill`, `decode`; top-level file `embedding` (`tokenizer` when known)
+///   (`embedding_scales` when the table is int8)
+/// - `language-model`: `prefill`, `decode`; top-level file `embedding` (`tokenizer` when known,
+///   `embedding_scales` when the table is int8)
 /// - `video-denoiser`: `caption`, `denoiser` (depth chunks hold functions `plain` and `tdtm`);
 ///   top-level file `null_caption`
 /// - `text-encoder`: `text_encoder`; top-level file `tokenizer`
+/// - `video-decoder`: `temporal` (per micro-frame chunk of latent frames; `temporal_last` for a shorter last chunk,
+///   same weights), `spatial` (per micro-batch of frames)
 public enum Contract {
     public static let schemaVersion = 1
     public static let manifest = "manifest.json"
@@ -21,7 +25,8 @@ public enum Contract {
     public static let languageModel = "language-model"
     public static let videoDenoiser = "video-denoiser"
     public static let textEncoder = "text-encoder"
-    public static let kinds = [visionEncoder, vlm, languageModel, videoDenoiser, textEncoder]
+    public static let videoDecoder = "video-decoder"
+    public static let kinds = [visionEncoder, vlm, languageModel, videoDenoiser, textEncoder, videoDecoder]
     public static let onnx = "onnx"
     public static let coreml = "coreml"
     public static let executorch = "executorch"
@@ -48,6 +53,10 @@ public enum Contract {
     public static let caption = "caption"
     public static let denoiser = "denoiser"
     public static let text = "text_encoder"
+    // video decoder
+    public static let temporal = "temporal"
+    public static let temporalLast = "temporal_last"
+    public static let spatial = "spatial"
     /// The one pipeline of a manifest that names none (all chunks in order).
     public static let defaultPipeline = "main"
 
@@ -57,8 +66,10 @@ public enum Contract {
     public static let program = "program"
     /// ONNX weights beside the graph(s).
     public static let externalData = "external_data"
-    /// Token-embedding table [V, D], .npy.
+    /// Token-embedding table [V, D], .npy (float32, float16 or int8: `llm.embedding_dtype`).
     public static let embedding = "embedding"
+    /// [V] float32 of an int8 table, .npy: row i is embedding[i] * scales[i].
+    public static let embeddingScales = "embedding_scales"
     /// tokenizer.json (Hugging Face tokenizers).
     public static let tokenizer = "tokenizer"
     public static let tokenizerConfig = "tokenizer_config"
@@ -69,7 +80,13 @@ public enum Contract {
         "tokenizer.json": tokenizer, "tokenizer_config.json": tokenizerConfig,
         "special_tokens_map.json": specialTokensMap,
     ]
-    public static let dataFiles = [embedding: "embed_tokens.npy", nullCaption: "null_caption.npy"]
+    public static let dataFiles = [
+        embedding: "embed_tokens.npy", embeddingScales: "embed_scales.npy", nullCaption: "null_caption.npy",
+    ]
+    /// `llm.embedding_dtype`: the table as stored; int8 is symmetric per row (scale max|row| / 127, 1 for a zero row).
+    public static let embeddingFloat32 = "float32"
+    public static let embeddingFloat16 = "float16"
+    public static let embeddingInt8 = "int8"
 
     /// Role of the file holding one function of an ONNX chunk (one graph per file).
     public static func programRole(_ function: String, first: Bool) -> String {
@@ -83,6 +100,10 @@ public enum Contract {
     public static let tdtm = "tdtm"
     /// The method of a single-function ExecuTorch program / Core ML model.
     public static let defaultMethod = "forward"
+
+    /// Function of a language-model chunk that prefills `length` positions (one per prefill length; beside it the
+    /// chunk holds `decode`, over the same weights): `prefill_96`.
+    public static func prefillFunction(_ length: Int) -> String { "\(prefill)_\(length)" }
 
     /// ExecuTorch method / Core ML function holding `function` of a multi-function chunk.
     public static func methodName(_ function: String) -> String { "\(defaultMethod)_\(function)" }
@@ -102,6 +123,9 @@ public enum Contract {
     public static let lastIndex = "last_index"
     public static let position = "position"
     public static let logits = "logits"
+    // `llm.kv_cache`: a Core ML language model's KV cache as model state (iOS 18) or inputs / outputs (past / present)
+    public static let kvState = "state"
+    public static let kvIO = "io"
     public static let kv = ["key", "value"]
     // video denoiser: latent [B, C, T, H, W], timestep [B], caption [B, L, C], caption_mask [B, L] -> velocity
     public static let latent = "latent"
@@ -117,15 +141,32 @@ public enum Contract {
     public static let inputIDs = "input_ids"
     public static let attentionMask = "attention_mask"
     public static let attentionBias = "attn_bias"
+    // video decoder, frames in (B T) order: latent_chunk [B*k, C, h, w] (k latent frames of a micro-frame chunk)
+    // -> frame_latents [B*f, C, h, w] (f video frames); frame_batch [N, C, h, w] -> frames [N, 3, 8h, 8w]
+    // (about [-1, 1])
+    public static let latentChunk = "latent_chunk"
+    public static let frameLatents = "frame_latents"
+    public static let frameBatch = "frame_batch"
+    public static let frames = "frames"
 
     /// The hidden state entering layer / block / depth step `index` (between chunks): `hidden_03`.
     public static func hiddenName(_ index: Int) -> String { "hidden_\(twoDigits(index))" }
+
+    /// Video decoder: the frames entering temporal stage `index + 1` (0: the temporal head's output): `temporal_03`.
+    public static func temporalName(_ index: Int) -> String { "\(temporal)_\(twoDigits(index))" }
+
+    /// Video decoder: the frames entering spatial up block `index` (0: the spatial head's output): `spatial_03`.
+    public static func spatialName(_ index: Int) -> String { "\(spatial)_\(twoDigits(index))" }
 
     /// Decode inputs: the KV cache of `layer`, [1, KV, L, hd] each.
     public static func pastNames(_ layer: Int) -> [String] { kv.map { "past_\($0)_\(twoDigits(layer))" } }
 
     /// Prefill / decode outputs: the updated KV cache of `layer`.
     public static func presentNames(_ layer: Int) -> [String] { kv.map { "present_\($0)_\(twoDigits(layer))" } }
+
+    /// Core ML states of a stateful language-model chunk: the KV cache of `layer`, [1, KV, L, hd] each, written by
+    /// prefill and updated in place by decode (no past / present tensors cross the call).
+    public static func cacheNames(_ layer: Int) -> [String] { kv.map { "\($0)_cache_\(twoDigits(layer))" } }
 
     // MARK: prompts
 

@@ -71,8 +71,11 @@ public struct Manifest: Codable, Sendable {
         public var functions: OrderedMap<Function>?
         /// `Contract.ortExtended` when ONNX Runtime's optimizations were saved at export.
         public var optimized: String?
-        /// `Contract.int8Dynamic` for dynamic int8 ONNX weights.
+        /// One of `Contract.quantizations` (nil: float weights).
         public var quantization: String?
+        /// Core ML model state every function reads and writes in place (a stateful language model's KV cache,
+        /// `Contract.cacheNames`); nil: stateless. A generation keeps one state per chunk (`ChunkStates`).
+        public var states: [TensorSpec]?
 
         /// Bytes of all its files: what the memory planner budgets.
         public var bytes: Int { files.reduce(0) { $0 + $1.bytes } }
@@ -97,11 +100,14 @@ public struct Manifest: Codable, Sendable {
         public var dtype: String
     }
 
-    /// One function of a multi-function chunk: its program file (listed in the chunk's files) and the
-    /// ExecuTorch method / Core ML function inside it (default `forward`).
+    /// One function of a multi-function chunk: its program file (listed in the chunk's files), the ExecuTorch
+    /// method / Core ML function inside it (default `forward`), and its own inputs / outputs when they differ
+    /// from the chunk's (a language model's `prefill_<n>` / `decode`; see `Artifact.io`).
     public struct Function: Codable, Sendable, Equatable {
         public var file: String
         public var method: String?
+        public var inputs: [TensorSpec]?
+        public var outputs: [TensorSpec]?
     }
 
     /// The token reduction baked into a vision graph: K (`tokens`) of the `available_tokens` P * N.
@@ -155,10 +161,16 @@ public struct Manifest: Codable, Sendable {
         public var vocabSize: Int?
         /// KV-cache slots: prompt + generated tokens must fit.
         public var maxLength: Int
-        /// The static prefill length.
+        /// P, the longest static prefill length.
         public var prefillLength: Int
-        /// float32 or float16: the embedding table on disk.
+        /// Every exported prefill length, ascending, the last P (one `Contract.prefillFunction` each); absent in
+        /// older artifacts: [P].
+        public var prefillLengths: [Int]
+        /// float32, float16 or int8 (with `embedding_scales`): the embedding table on disk (`EmbeddingTable`).
         public var embeddingDtype: String?
+        /// Where the KV cache lives (`Contract.kvState`: the layer chunks' model state; `Contract.kvIO`: past / present
+        /// tensors); absent in older artifacts: io.
+        public var kvCache: String
         /// vlm: K visual tokens spliced in at the image token.
         public var visualTokens: Int?
         /// vlm: holds `Contract.imageToken` and `Contract.promptField`.
@@ -175,7 +187,9 @@ public struct Manifest: Codable, Sendable {
             case vocabSize = "vocab_size"
             case maxLength = "max_length"
             case prefillLength = "prefill_length"
+            case prefillLengths = "prefill_lengths"
             case embeddingDtype = "embedding_dtype"
+            case kvCache = "kv_cache"
             case visualTokens = "visual_tokens"
             case template
             case imageTokenID = "image_token_id"
@@ -268,6 +282,27 @@ public struct Manifest: Codable, Sendable {
     }
 }
 
+extension Manifest.LLM {
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        hiddenSize = try c.decodeIfPresent(Int.self, forKey: .hiddenSize)
+        numLayers = try c.decode(Int.self, forKey: .numLayers)
+        numHeads = try c.decodeIfPresent(Int.self, forKey: .numHeads)
+        numKVHeads = try c.decodeIfPresent(Int.self, forKey: .numKVHeads)
+        headDim = try c.decodeIfPresent(Int.self, forKey: .headDim)
+        vocabSize = try c.decodeIfPresent(Int.self, forKey: .vocabSize)
+        maxLength = try c.decode(Int.self, forKey: .maxLength)
+        prefillLength = try c.decode(Int.self, forKey: .prefillLength)
+        prefillLengths = try c.decodeIfPresent([Int].self, forKey: .prefillLengths) ?? [prefillLength]
+        embeddingDtype = try c.decodeIfPresent(String.self, forKey: .embeddingDtype)
+        kvCache = try c.decodeIfPresent(String.self, forKey: .kvCache) ?? Contract.kvIO
+        visualTokens = try c.decodeIfPresent(Int.self, forKey: .visualTokens)
+        template = try c.decodeIfPresent(String.self, forKey: .template)
+        imageTokenID = try c.decodeIfPresent(Int.self, forKey: .imageTokenID)
+        eosTokenIDs = try c.decodeIfPresent([Int].self, forKey: .eosTokenIDs)
+    }
+}
+
 extension Manifest {
     public init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
@@ -342,6 +377,15 @@ public struct Artifact: Sendable {
             throw ArtifactError("the artifact lists no \(role) file: re-export it")
         }
         return root.appendingPathComponent(entry.path)
+    }
+
+    /// (inputs, outputs) of `function` of a chunk: the function entry's own when it lists them (a language model's
+    /// `prefill_<n>` / `decode`), else the chunk's (nil: the chunk's, which are its first function's).
+    public func io(_ chunk: Manifest.Chunk, function: String? = nil)
+        -> (inputs: [Manifest.TensorSpec], outputs: [Manifest.TensorSpec])
+    {
+        let entry = function.flatMap { chunk.functions?[$0] }
+        return (entry?.inputs ?? chunk.inputs, entry?.outputs ?? chunk.outputs)
     }
 
     /// (program file, method name) that runs `function` of a chunk.

@@ -1,10 +1,14 @@
 import Foundation
 
-/// A NumPy `.npy` array (version 1-3, little-endian float32 or float16, C order), as artifacts store their
-/// data files: the token-embedding table [V, D] and the null caption [L, C]. Values are widened to float32.
+/// A NumPy `.npy` array (version 1-3, little-endian float32 or float16, or int8; C order), as artifacts store
+/// their data files: the token-embedding table [V, D] (int8 with its scales [V] in quantized exports) and the null
+/// caption [L, C]. Values are widened to float32.
 public struct NPYArray: Sendable {
+    /// Bytes per value of each dtype read.
+    static let widths = ["<f4": 4, "<f2": 2, "|i1": 1]
+
     public let shape: [Int]
-    public let dtype: String  // "<f4" or "<f2"
+    public let dtype: String  // "<f4", "<f2" or "|i1"
     private let data: Data
     private let offset: Int
 
@@ -29,8 +33,8 @@ public struct NPYArray: Sendable {
             return String(header[range.upperBound...]).trimmingCharacters(in: .whitespaces)
         }
         guard let descr = field("descr"), let dtype = descr.split(separator: "'").first.map(String.init),
-              ["<f4", "<f2"].contains(dtype)
-        else { throw ArtifactError("unsupported .npy dtype in \(header): float32 or float16 little-endian only") }
+              let width = Self.widths[dtype]
+        else { throw ArtifactError("unsupported .npy dtype in \(header): float32, float16 (little-endian) or int8 only") }
         guard field("fortran_order")?.hasPrefix("False") == true else { throw ArtifactError(".npy is not C order") }
         guard let shapeText = field("shape"), let open = shapeText.firstIndex(of: "("),
               let close = shapeText.firstIndex(of: ")")
@@ -41,7 +45,7 @@ public struct NPYArray: Sendable {
         self.dtype = dtype
         self.offset = start + headerLength
         self.data = data
-        guard data.count - offset >= shape.reduce(1, *) * (dtype == "<f4" ? 4 : 2) else {
+        guard data.count - offset >= shape.reduce(1, *) * width else {
             throw ArtifactError(".npy data is truncated")
         }
     }
@@ -58,12 +62,15 @@ public struct NPYArray: Sendable {
     public var floats: [Float] { values(from: 0, count: shape.reduce(1, *)) }
 
     private func values(from first: Int, count: Int) -> [Float] {
-        let width = dtype == "<f4" ? 4 : 2
+        let width = Self.widths[dtype] ?? 0
         return data.withUnsafeBytes { raw in
             (0..<count).map { i in
                 let at = offset + (first + i) * width
-                if width == 4 { return Float(bitPattern: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: at, as: UInt32.self))) }
-                return Float(float16Bits: UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: at, as: UInt16.self)))
+                switch width {
+                case 4: return Float(bitPattern: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: at, as: UInt32.self)))
+                case 2: return Float(float16Bits: UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: at, as: UInt16.self)))
+                default: return Float(raw.load(fromByteOffset: at, as: Int8.self))
+                }
             }
         }
     }

@@ -122,6 +122,7 @@ public struct Generation {
     public var tokens: [Int]
     public var firstLogits: [Float]
     public var promptTokens: Int  // n, visual tokens included
+    public var prefillLength: Int  // the exported prefill length that ran (the smallest holding the prompt)
     public var ttft: Double  // padding + prefill + first token
     public var stepTimes: [Double]  // each decode step after the first token
 
@@ -131,32 +132,41 @@ public struct Generation {
 
 /// Greedy decoding over a static KV cache, whatever backend runs the model.
 ///
-/// The prompt embeddings [n, D] (n <= P) are right-padded with zeros to the exported prefill length P and prefilled
-/// with `lastIndex` n - 1; then each step feeds the embedding row [1, 1, D] of the last token at position
-/// n + k - 1 (k tokens so far) with the caches the previous call returned (a backend maps its `present_*` outputs to
-/// the next `past_*` inputs). Logits are [1, V]; the next token is their argmax (the first maximum; NaN wins, as numpy).
+/// The prompt embeddings [n, D] (n <= P) are right-padded with zeros to the smallest exported prefill length that
+/// holds them (P, or a shorter prefill bucket) and prefilled with `lastIndex` n - 1 by that length's function
+/// (`Contract.prefillFunction`, over the same weights as `decode`); then each step feeds the embedding row
+/// [1, 1, D] of the last token at position n + k - 1 (k tokens so far) with the caches the previous call returned
+/// (over chunk pipelines: a `KVCache`, the `present_*` outputs as the next `past_*` inputs or the chunks' model state).
+/// Logits are [1, V]; the next token is their argmax (the first maximum; NaN wins, as numpy).
 public struct GreedyDecoder<Caches> {
     /// A model call's logits [1, V] and the caches for the next decode step.
     public typealias Output = (logits: Tensor, caches: Caches)
-    public typealias Prefill = (_ inputsEmbeds: Tensor, _ lastIndex: Int) throws -> Output
+    /// inputs_embeds [1, length, D], the index of the last prompt token, and the prefill length that runs.
+    public typealias Prefill = (_ inputsEmbeds: Tensor, _ lastIndex: Int, _ prefillLength: Int) throws -> Output
     public typealias Decode = (_ inputsEmbeds: Tensor, _ position: Int, _ caches: Caches) throws -> Output
 
-    public let prefillLength: Int  // P
+    public let prefillLengths: [Int]  // the exported prefill lengths, ascending, the last P (`llm.prefillLengths`)
     public let maxLength: Int  // L, the KV cache length
     public let embedding: (Int) throws -> [Float]  // a token's row [D]
     public let prefill: Prefill
     public let decode: Decode
 
     public init(
-        prefillLength: Int, maxLength: Int, embedding: @escaping (Int) throws -> [Float], prefill: @escaping Prefill,
-        decode: @escaping Decode
+        prefillLengths: [Int], maxLength: Int, embedding: @escaping (Int) throws -> [Float],
+        prefill: @escaping Prefill, decode: @escaping Decode
     ) {
-        self.prefillLength = prefillLength
+        self.prefillLengths = prefillLengths.sorted()
         self.maxLength = maxLength
         self.embedding = embedding
         self.prefill = prefill
         self.decode = decode
     }
+
+    /// P, the longest exported prefill length.
+    public var prefillLength: Int { prefillLengths.last ?? 0 }
+
+    /// The smallest exported prefill length that holds `n` prompt tokens (n <= P).
+    public func prefillLength(for n: Int) -> Int { prefillLengths.first { $0 >= n } ?? prefillLength }
 
     /// Greedy tokens after `embeds` [n, D] until `maxNewTokens` or one of `eosTokens` (included); `onToken` sees each.
     public func generate(
@@ -180,8 +190,9 @@ public struct GreedyDecoder<Caches> {
                 "\(n) prompt tokens + \(maxNewTokens) new tokens exceed the KV cache of \(maxLength): "
                     + "pass maxNewTokens \(maxLength - n + 1) or less")
         }
-        let padded = embeds.floats + [Float](repeating: 0, count: (prefillLength - n) * width)
-        var (logits, caches) = try prefill(Tensor(shape: [1, prefillLength, width], floats: padded), n - 1)
+        let length = prefillLength(for: n)
+        let padded = embeds.floats + [Float](repeating: 0, count: (length - n) * width)
+        var (logits, caches) = try prefill(Tensor(shape: [1, length, width], floats: padded), n - 1, length)
         let firstLogits = Self.row(logits)
         var tokens = [Self.argmax(firstLogits)]
         let ttft = (clock.now - start) / .seconds(1)
@@ -196,7 +207,9 @@ public struct GreedyDecoder<Caches> {
             stepTimes.append((clock.now - step) / .seconds(1))
             onToken?(tokens[tokens.count - 1])
         }
-        return Generation(tokens: tokens, firstLogits: firstLogits, promptTokens: n, ttft: ttft, stepTimes: stepTimes)
+        return Generation(
+            tokens: tokens, firstLogits: firstLogits, promptTokens: n, prefillLength: length, ttft: ttft,
+            stepTimes: stepTimes)
     }
 
     /// The first row [V] of logits [1, V].

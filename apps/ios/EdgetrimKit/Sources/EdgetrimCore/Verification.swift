@@ -22,7 +22,8 @@ public enum VerificationError: Error, Equatable, CustomStringConvertible, Locali
     /// The manifest is newer than this runtime.
     case schemaVersion(String)
     /// Not JSON, not a manifest, an unknown kind, a missing key, duplicate chunk names, a pipeline naming an
-    /// unknown chunk, a chunk without a program file, a field of the wrong type.
+    /// unknown chunk, a chunk without a program file, a field of the wrong type, an int8 embedding table
+    /// without its scales.
     case manifest(String)
     /// A sound artifact of a kind the caller does not take (`Artifact.open(at:kinds:)`); no conformance reason.
     case kind(String)
@@ -61,6 +62,7 @@ extension Manifest {
         Contract.languageModel: ["target", "chunks", "pipelines", "source", "llm", "files"],
         Contract.videoDenoiser: ["target", "chunks", "pipelines", "source", "video"],
         Contract.textEncoder: ["target", "chunks", "source", "text_encoder"],
+        Contract.videoDecoder: ["target", "chunks", "pipelines", "source", "decoder"],
     ]
 
     /// Parses and checks manifest JSON as Python's `read_manifest` does, then decodes it (a field of the
@@ -96,12 +98,25 @@ extension Manifest {
         try checkChunks(path, json["chunks"])
         try checkPipelines(path, json)
         try checkFileEntries(path, owner: "the artifact", json["files"] ?? .array([]))
+        try checkEmbedding(path, json)
         let decoder = JSONDecoder()
         decoder.userInfo[ManifestJSON.userInfoKey] = json
         do {
             return try decoder.decode(Manifest.self, from: data)
         } catch {
             throw VerificationError.manifest("\(path) \(describe(error)): \(damaged)")
+        }
+    }
+
+    /// An int8 embedding table lists its per-row scales (`embedding_scales`).
+    private static func checkEmbedding(_ path: String, _ manifest: ManifestJSON) throws {
+        guard manifest["llm"]?["embedding_dtype"] == .string(Contract.embeddingInt8) else { return }
+        guard case .array(let files) = manifest["files"] ?? .array([]),
+            files.contains(where: { $0["role"] == .string(Contract.embeddingScales) })
+        else {
+            throw VerificationError.manifest(
+                "\(path): llm.embedding_dtype is int8 but the artifact lists no \(Contract.embeddingScales) file "
+                    + "(the table's per-row scales): \(damaged)")
         }
     }
 

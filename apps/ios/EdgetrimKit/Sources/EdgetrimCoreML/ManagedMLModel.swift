@@ -71,9 +71,15 @@ public final class ManagedMLModel {
         guard let model = lock.withLock({ model }) else { throw CocoaError(.featureUnsupported) }
         return try body(model)
     }
+
+    /// A fresh state (zeroed buffers) of a stateful model; every function of its package takes it.
+    @available(iOS 18.0, macOS 15.0, *)
+    public func makeState() throws -> MLState { try perform { $0.makeState() } }
 }
 
-/// `ChunkBackend` over Core ML: each (chunk, function) a `ManagedMLModel`; tensors through MLMultiArray.
+/// `ChunkBackend` over Core ML: each (chunk, function) a `ManagedMLModel`; tensors through MLMultiArray. A stateful
+/// chunk (its KV cache as model state, iOS 18) runs every function with the `MLState` the scheduler keeps for the
+/// generation (`ChunkStates`), made by whichever function runs first.
 public final class CoreMLBackend: ChunkBackend, @unchecked Sendable {  // immutable after init
     public let cache: CompiledModelCache
     public let computeUnits: MLComputeUnits
@@ -95,22 +101,50 @@ public final class CoreMLBackend: ChunkBackend, @unchecked Sendable {  // immuta
 
     public func run(_ handle: ManagedMLModel, inputs: [String: Tensor]) throws -> [String: Tensor] {
         try handle.perform { model in
-            let features = try MLDictionaryFeatureProvider(
-                dictionary: inputs.mapValues { MLFeatureValue(multiArray: try MultiArrays.array($0)) })
-            let out = try model.prediction(from: features)
-            var result: [String: Tensor] = [:]
-            for name in out.featureNames {
-                if let array = out.featureValue(for: name)?.multiArrayValue { result[name] = MultiArrays.tensor(array) }
-            }
-            return result
+            MultiArrays.tensors(try model.prediction(from: try MultiArrays.features(inputs)))
+        }
+    }
+
+    public func makeState(_ handle: ManagedMLModel) throws -> AnyObject {
+        guard #available(iOS 18.0, macOS 15.0, *) else { throw Self.stateNeedsIOS18 }
+        return try handle.makeState()
+    }
+
+    public func run(_ handle: ManagedMLModel, inputs: [String: Tensor], state: AnyObject) throws -> [String: Tensor] {
+        guard #available(iOS 18.0, macOS 15.0, *) else { throw Self.stateNeedsIOS18 }
+        guard let state = state as? MLState else { throw ArtifactError("\(type(of: state)) is not a Core ML state") }
+        return try handle.perform { model in
+            let features = try MultiArrays.features(inputs)
+            let outputs = try model.prediction(from: features, using: state, options: MLPredictionOptions())
+            return MultiArrays.tensors(outputs)
         }
     }
 
     public func unload(_ handle: ManagedMLModel) { handle.unload() }
+
+    private static var stateNeedsIOS18: ArtifactError {
+        ArtifactError(
+            "the artifact keeps its KV cache as Core ML state, which needs iOS 18: update, or re-export with "
+                + "`--kv-cache io`")
+    }
 }
 
 /// Conversions between the core's tensors and MLMultiArray (Core ML has no int64: integers are int32).
 public enum MultiArrays {
+    /// Named inputs as a feature provider.
+    public static func features(_ inputs: [String: Tensor]) throws -> MLDictionaryFeatureProvider {
+        try MLDictionaryFeatureProvider(dictionary: inputs.mapValues { MLFeatureValue(multiArray: try array($0)) })
+    }
+
+    /// The multi-array outputs of a prediction, by name.
+    public static func tensors(_ outputs: any MLFeatureProvider) -> [String: Tensor] {
+        var result: [String: Tensor] = [:]
+        for name in outputs.featureNames {
+            if let array = outputs.featureValue(for: name)?.multiArrayValue { result[name] = tensor(array) }
+        }
+        return result
+    }
+
     public static func array(_ tensor: Tensor) throws -> MLMultiArray {
         let shape = tensor.shape.map { NSNumber(value: $0) }
         switch tensor.values {

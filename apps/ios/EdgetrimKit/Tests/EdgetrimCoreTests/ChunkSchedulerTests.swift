@@ -16,6 +16,7 @@ final class FakeBackend: ChunkBackend, @unchecked Sendable {
     let failing: Set<String>
     private let lock = NSLock()
     private var entries: [String] = []
+    private var fed: [(program: ChunkProgram, inputs: Set<String>)] = []
     private var loaded = 0
     private(set) var mostLoaded = 0
 
@@ -27,6 +28,9 @@ final class FakeBackend: ChunkBackend, @unchecked Sendable {
 
     /// "load a", "run b:tdtm", "unload c" in the order they happened.
     var log: [String] { lock.withLock { entries } }
+
+    /// Each run's program and the names of the inputs it was given.
+    var runs: [(program: ChunkProgram, inputs: Set<String>)] { lock.withLock { fed } }
 
     private func record(_ what: String, _ program: ChunkProgram, loading: Int = 0) {
         lock.withLock {
@@ -45,11 +49,12 @@ final class FakeBackend: ChunkBackend, @unchecked Sendable {
 
     func run(_ handle: Handle, inputs: [String: Tensor]) throws -> [String: Tensor] {
         record("run", handle.program)
+        lock.withLock { fed.append((handle.program, Set(inputs.keys))) }
         Thread.sleep(forTimeInterval: runDelay)
         let total = inputs.values.reduce(Float(1)) { $0 + $1.floats.reduce(0, +) }
         let value = total + (handle.program.function == Contract.tdtm ? 100 : 0)
         return Dictionary(
-            uniqueKeysWithValues: handle.program.chunk.outputs.map { ($0.name, Tensor(shape: [1], floats: [value])) })
+            uniqueKeysWithValues: handle.program.outputs.map { ($0.name, Tensor(shape: [1], floats: [value])) })
     }
 
     func unload(_ handle: Handle) { record("unload", handle.program, loading: -1) }
@@ -196,6 +201,77 @@ final class ChunkSchedulerTests: XCTestCase {
         }
         XCTAssertEqual(
             resident.log.filter { $0.hasPrefix("load depth_01") }, ["load depth_01:plain", "load depth_01:tdtm"])
+    }
+
+    /// The language-model vector: pipelines prefill and decode run the same chunks, each function with its own
+    /// inputs and outputs. A chunk's own are its first function's, so decode checked as them does not line up.
+    func testLanguageModelFunctionsLineUpAndRunWithTheirOwnIO() throws {
+        let artifact = Artifact(
+            root: URL(fileURLWithPath: "/artifact"),
+            manifest: try Manifest.parse(Vectors.data("manifests/language-model.json")))
+        let llm = try XCTUnwrap(artifact.manifest.llm)
+        let presents = (0..<llm.numLayers).flatMap(Contract.presentNames)
+        let decodeInputs = [Contract.inputsEmbeds, Contract.position] + (0..<llm.numLayers).flatMap(Contract.pastNames)
+        let prefillInputs = [Contract.inputsEmbeds, Contract.lastIndex]
+        let outputs = [Contract.logits] + presents
+        XCTAssertThrowsError(
+            try ChunkScheduler(
+                artifact: artifact, backend: FakeBackend(), pipeline: Contract.decode, inputs: decodeInputs,
+                outputs: outputs)
+        ) {
+            XCTAssertTrue("\($0)".contains("chunk 'lm_head' needs 'last_index'"), "\($0)")
+        }
+        let backend = FakeBackend()
+        let prefill = try ChunkScheduler(
+            artifact: artifact, backend: backend, pipeline: Contract.prefill, inputs: prefillInputs, outputs: outputs,
+            function: Contract.prefillFunction(llm.prefillLength))
+        let decode = try ChunkScheduler(
+            artifact: artifact, backend: backend, pipeline: Contract.decode, inputs: decodeInputs, outputs: outputs,
+            function: Contract.decode)
+        func feeds(_ names: [String]) -> [String: Tensor] {
+            Dictionary(uniqueKeysWithValues: names.map { ($0, Tensor(shape: [1], floats: [0])) })
+        }
+        for length in llm.prefillLengths {
+            let out = try prefill.run(feeds(prefillInputs), function: Contract.prefillFunction(length))
+            XCTAssertEqual(Set(out.keys), Set(outputs))
+        }
+        XCTAssertEqual(Set(try decode.run(feeds(decodeInputs)).keys), Set(outputs))
+        let functions = llm.prefillLengths.map(Contract.prefillFunction) + [Contract.decode]
+        XCTAssertEqual(backend.runs.map(\.program.function), functions.flatMap { [$0, $0] })
+        for run in backend.runs {
+            let function = try XCTUnwrap(run.program.function)
+            let entry = try XCTUnwrap(run.program.chunk.functions?[function])
+            XCTAssertEqual(run.program.method, Contract.methodName(function))
+            XCTAssertEqual(run.program.inputs, try XCTUnwrap(entry.inputs))
+            XCTAssertEqual(run.program.outputs, try XCTUnwrap(entry.outputs))
+            XCTAssertEqual(run.inputs, Set(run.program.inputs.map(\.name)), "\(run.program.chunk.name).\(function)")
+        }
+        XCTAssertEqual(
+            backend.runs.first?.program.inputs.first?.shape, [1, llm.prefillLengths[0], try XCTUnwrap(llm.hiddenSize)])
+        XCTAssertThrowsError(try prefill.run(feeds(prefillInputs), function: Contract.prefillFunction(48))) {
+            XCTAssertTrue("\($0)".contains("has no function 'prefill_48'"), "\($0)")
+        }
+
+        var manifest = artifact.manifest  // prefill_32 of lm_head takes 31 positions: refused when it first runs
+        let bucket = Contract.prefillFunction(32)
+        manifest.chunks[1].functions = OrderedMap(
+            try XCTUnwrap(manifest.chunks[1].functions).pairs.map { name, entry in
+                var entry = entry
+                if name == bucket { entry.inputs?[0].shape = [1, 31, 64] }
+                return (name, entry)
+            })
+        let skewed = FakeBackend()
+        let scheduler = try ChunkScheduler(
+            artifact: Artifact(root: artifact.root, manifest: manifest), backend: skewed, pipeline: Contract.prefill,
+            inputs: prefillInputs, outputs: outputs, function: Contract.prefillFunction(llm.prefillLength))
+        XCTAssertThrowsError(try scheduler.run(feeds(prefillInputs), function: bucket)) {
+            XCTAssertEqual(
+                "\($0)",
+                "chunk 'lm_head' expects hidden_02 [1, 31, 64] float32 but the previous chunk gives [1, 32, 64] "
+                    + "float32: the chunks do not line up, re-export the artifact")
+        }
+        XCTAssertTrue(skewed.log.isEmpty, "nothing loads or runs before the check")
+        XCTAssertNoThrow(try scheduler.run(feeds(prefillInputs)))
     }
 
     func testTimelineKeepsTheLatestEvents() throws {

@@ -8,14 +8,17 @@ final class ContractTests: XCTestCase {
     let constants: [String: Any] = [
         "SCHEMA_VERSION": Contract.schemaVersion, "MANIFEST": Contract.manifest, "REPORT": Contract.report,
         "VISION_ENCODER": Contract.visionEncoder, "VLM": Contract.vlm, "LANGUAGE_MODEL": Contract.languageModel,
-        "VIDEO_DENOISER": Contract.videoDenoiser, "TEXT_ENCODER": Contract.textEncoder, "KINDS": Contract.kinds,
+        "VIDEO_DENOISER": Contract.videoDenoiser, "TEXT_ENCODER": Contract.textEncoder,
+        "VIDEO_DECODER": Contract.videoDecoder, "KINDS": Contract.kinds,
         "ONNX": Contract.onnx, "COREML": Contract.coreml, "EXECUTORCH": Contract.executorch,
         "TARGETS": Contract.targets, "PROGRAM_SUFFIX": Contract.programSuffix, "ORT_EXTENDED": Contract.ortExtended,
         "INT8_DYNAMIC": Contract.int8Dynamic, "INT4_DYNAMIC": Contract.int4Dynamic,
         "INT8_WEIGHT": Contract.int8Weight, "INT4_WEIGHT": Contract.int4Weight, "QUANTIZATIONS": Contract.quantizations, "VISION": Contract.vision, "PREFILL": Contract.prefill,
         "DECODE": Contract.decode, "CAPTION": Contract.caption, "DENOISER": Contract.denoiser, "TEXT": Contract.text,
         "DEFAULT_PIPELINE": Contract.defaultPipeline, "PROGRAM": Contract.program,
-        "EXTERNAL_DATA": Contract.externalData, "EMBEDDING": Contract.embedding, "TOKENIZER": Contract.tokenizer,
+        "EXTERNAL_DATA": Contract.externalData, "EMBEDDING": Contract.embedding, "EMBEDDING_SCALES": Contract.embeddingScales,
+        "EMBEDDING_FLOAT32": Contract.embeddingFloat32, "EMBEDDING_FLOAT16": Contract.embeddingFloat16,
+        "EMBEDDING_INT8": Contract.embeddingInt8, "TOKENIZER": Contract.tokenizer,
         "TOKENIZER_CONFIG": Contract.tokenizerConfig, "SPECIAL_TOKENS_MAP": Contract.specialTokensMap,
         "NULL_CAPTION": Contract.nullCaption, "TOKENIZER_FILES": Contract.tokenizerFiles,
         "DATA_FILES": Contract.dataFiles, "PLAIN": Contract.plain, "TDTM": Contract.tdtm,
@@ -23,11 +26,15 @@ final class ContractTests: XCTestCase {
         "POSITIONS": Contract.positions, "PARTITION_BUDGETS": Contract.partitionBudgets,
         "EARLY_SCORES": Contract.earlyScores, "SELECT_SCORES": Contract.selectScores,
         "INPUTS_EMBEDS": Contract.inputsEmbeds, "LAST_INDEX": Contract.lastIndex, "POSITION": Contract.position,
-        "LOGITS": Contract.logits, "KV": Contract.kv, "LATENT": Contract.latent, "TIMESTEP": Contract.timestep,
+        "LOGITS": Contract.logits, "KV_STATE": Contract.kvState, "KV_IO": Contract.kvIO, "KV": Contract.kv,
+        "LATENT": Contract.latent, "TIMESTEP": Contract.timestep,
         "CAPTION_EMBEDS": Contract.captionEmbeds, "CAPTION_MASK": Contract.captionMask,
         "VELOCITY": Contract.velocity, "CAPTION_TOKENS": Contract.captionTokens, "TIME": Contract.time,
         "TIME_MLP": Contract.timeMLP, "INPUT_IDS": Contract.inputIDs, "ATTENTION_MASK": Contract.attentionMask,
-        "ATTENTION_BIAS": Contract.attentionBias, "IMAGE_TOKEN": Contract.imageToken,
+        "ATTENTION_BIAS": Contract.attentionBias, "TEMPORAL": Contract.temporal,
+        "TEMPORAL_LAST": Contract.temporalLast, "SPATIAL": Contract.spatial, "LATENT_CHUNK": Contract.latentChunk,
+        "FRAME_LATENTS": Contract.frameLatents, "FRAME_BATCH": Contract.frameBatch, "FRAMES": Contract.frames,
+        "IMAGE_TOKEN": Contract.imageToken,
         "PROMPT_FIELD": Contract.promptField,
     ]
 
@@ -36,8 +43,12 @@ final class ContractTests: XCTestCase {
         "hidden_name(3)": Contract.hiddenName(3),
         "past_names(1)": Contract.pastNames(1),
         "present_names(1)": Contract.presentNames(1),
+        "cache_names(1)": Contract.cacheNames(1),
         "method_name('tdtm')": Contract.methodName(Contract.tdtm),
+        "prefill_function(96)": Contract.prefillFunction(96),
         "program_role('tdtm', false)": Contract.programRole(Contract.tdtm, first: false),
+        "temporal_name(3)": Contract.temporalName(3),
+        "spatial_name(3)": Contract.spatialName(3),
     ]
 
     func testEveryNameHasTheRuntimesValue() throws {
@@ -67,6 +78,7 @@ final class ContractTests: XCTestCase {
         XCTAssertEqual(Contract.hiddenName(0), "hidden_00")
         XCTAssertEqual(Contract.hiddenName(123), "hidden_123")
         XCTAssertEqual(Contract.pastNames(12), ["past_key_12", "past_value_12"])
+        XCTAssertEqual(Contract.cacheNames(12), ["key_cache_12", "value_cache_12"])
         XCTAssertEqual(Contract.programRole(Contract.plain, first: true), Contract.program)
     }
 }

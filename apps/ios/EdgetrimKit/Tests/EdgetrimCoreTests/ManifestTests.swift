@@ -101,6 +101,109 @@ final class ManifestTests: XCTestCase {
         XCTAssertThrowsError(try artifact.dataFile(Contract.tokenizer))
     }
 
+    /// vlm and language-model: every chunk of the prefill and decode pipelines (the same chunks) holds
+    /// `prefill_<n>` for each prefill length, then `decode`, each with its own inputs and outputs as written.
+    func testLanguageModelChunksHoldAPrefillFunctionPerLengthAndDecode() throws {
+        for kind in ["vlm", "language-model"] {
+            let (manifest, raw) = try self.manifest(kind)
+            let root = URL(fileURLWithPath: "/artifact")
+            let artifact = Artifact(root: root, manifest: manifest)
+            let llm = try XCTUnwrap(manifest.llm)
+            let rawLLM = try XCTUnwrap(raw["llm"] as? [String: Any])
+            XCTAssertEqual(llm.prefillLengths, try XCTUnwrap(rawLLM["prefill_lengths"] as? [Int]), kind)
+            XCTAssertEqual(llm.prefillLengths, llm.prefillLengths.sorted(), kind)
+            XCTAssertGreaterThan(llm.prefillLengths.count, 1, kind)
+            XCTAssertEqual(llm.prefillLengths.last, llm.prefillLength, kind)
+            XCTAssertEqual(try artifact.pipeline(Contract.prefill).map(\.name), artifact.pipelines[Contract.decode])
+            let functions = llm.prefillLengths.map(Contract.prefillFunction) + [Contract.decode]
+            let rawChunks = try XCTUnwrap(raw["chunks"] as? [[String: Any]])
+            for chunk in try artifact.pipeline(Contract.prefill) {
+                XCTAssertEqual(chunk.functions?.keys, functions, chunk.name)
+                let rawFunctions = try XCTUnwrap(
+                    rawChunks.first { $0["name"] as? String == chunk.name }?["functions"] as? [String: [String: Any]])
+                for function in functions {
+                    let (inputs, outputs) = artifact.io(chunk, function: function)
+                    let rawEntry = try XCTUnwrap(rawFunctions[function])
+                    for (specs, key) in [(inputs, "inputs"), (outputs, "outputs")] {
+                        let rawSpecs = try XCTUnwrap(rawEntry[key] as? [[String: Any]])
+                        XCTAssertEqual(specs.map(\.name), rawSpecs.map { $0["name"] as? String ?? "" })
+                        XCTAssertEqual(specs.map(\.shape), rawSpecs.map { $0["shape"] as? [Int] ?? [] })
+                        XCTAssertEqual(specs.map(\.dtype), rawSpecs.map { $0["dtype"] as? String ?? "" })
+                    }
+                    let program = try artifact.program(chunk, function: function)
+                    XCTAssertEqual(program.url, root.appendingPathComponent(try XCTUnwrap(rawEntry["file"] as? String)))
+                    if manifest.target == Contract.executorch {
+                        XCTAssertEqual(program.method, Contract.methodName(function))
+                    }
+                }
+                let first = artifact.io(chunk, function: functions[0])
+                XCTAssertEqual(artifact.io(chunk).inputs, first.inputs, "nil: the chunk's, its first function's")
+                XCTAssertEqual(chunk.inputs, first.inputs)
+                XCTAssertEqual(chunk.outputs, first.outputs)
+                XCTAssertEqual(artifact.io(chunk, function: "prefill_48").inputs, chunk.inputs, "unknown: the chunk's")
+            }
+            let embedder = try XCTUnwrap(try artifact.pipeline(Contract.prefill).first)
+            let width = try XCTUnwrap(llm.hiddenSize)
+            for length in llm.prefillLengths {
+                let inputs = artifact.io(embedder, function: Contract.prefillFunction(length)).inputs
+                XCTAssertEqual(inputs.first { $0.name == Contract.inputsEmbeds }?.shape, [1, length, width])
+            }
+            let decode = artifact.io(embedder, function: Contract.decode).inputs
+            let leading = Array(decode.map(\.name).prefix(3))
+            XCTAssertEqual(leading, [Contract.inputsEmbeds, Contract.position, Contract.pastNames(0)[0]])
+            XCTAssertEqual(decode.first?.shape, [1, 1, width])
+        }
+        let vision = try XCTUnwrap(try manifest("vlm").0.chunks.first)
+        XCTAssertNil(vision.functions, "the vision encoder has one program")
+    }
+
+    /// language-model-coreml, the KV cache as Core ML model state: the layer chunks list key_cache_XX / value_cache_XX
+    /// [1, KV, L, hd] float16 of their layers, no function passes past / present tensors, lm_head keeps no state;
+    /// `kv_cache` is io in the other language models and when absent.
+    func testAStatefulLanguageModelListsItsCachesAsStates() throws {
+        let (manifest, raw) = try self.manifest("language-model-coreml")
+        let llm = try XCTUnwrap(manifest.llm)
+        XCTAssertEqual(
+            [manifest.kind, manifest.target, llm.kvCache], [Contract.languageModel, Contract.coreml, Contract.kvState])
+        let shape = [1, try XCTUnwrap(llm.numKVHeads), llm.maxLength, try XCTUnwrap(llm.headDim)]
+        let caches = (0..<llm.numLayers).flatMap(Contract.cacheNames).map {
+            Manifest.TensorSpec(name: $0, shape: shape, dtype: "float16")
+        }
+        let artifact = Artifact(root: URL(fileURLWithPath: "/artifact"), manifest: manifest)
+        let rawChunks = try XCTUnwrap(raw["chunks"] as? [[String: Any]])
+        for (chunk, rawChunk) in zip(manifest.chunks, rawChunks) {
+            let rawStates = (rawChunk["states"] as? [[String: Any]])?.map { $0["name"] as? String ?? "" }
+            XCTAssertEqual(chunk.states?.map(\.name), rawStates, chunk.name)
+            for function in try XCTUnwrap(chunk.functions).keys {
+                let (inputs, outputs) = artifact.io(chunk, function: function)
+                let tensors = (inputs + outputs).map(\.name)
+                XCTAssertFalse(tensors.contains { $0.hasPrefix("past_") || $0.hasPrefix("present_") }, "\(tensors)")
+            }
+        }
+        XCTAssertEqual(manifest.chunks.flatMap { $0.states ?? [] }, caches)
+        XCTAssertNil(manifest.chunks.last?.states, "lm_head keeps no state")
+        let layers = try XCTUnwrap(try artifact.pipeline(Contract.decode).first)
+        XCTAssertEqual(
+            artifact.io(layers, function: Contract.decode).inputs.map(\.name), [Contract.inputsEmbeds, Contract.position])
+        XCTAssertEqual(try self.manifest("language-model").0.llm?.kvCache, Contract.kvIO)
+        XCTAssertEqual(try self.manifest("vlm").0.llm?.kvCache, Contract.kvIO)
+        var rawLLM = try XCTUnwrap(raw["llm"] as? [String: Any])
+        rawLLM["kv_cache"] = nil
+        var older = raw
+        older["llm"] = rawLLM
+        let parsed = try Manifest.parse(try JSONSerialization.data(withJSONObject: older))
+        XCTAssertEqual(parsed.llm?.kvCache, Contract.kvIO)
+    }
+
+    func testPrefillLengthsDefaultToThePrefillLength() throws {
+        var raw = try XCTUnwrap(Vectors.json("manifests/language-model.json") as? [String: Any])
+        var llm = try XCTUnwrap(raw["llm"] as? [String: Any])
+        llm["prefill_lengths"] = nil
+        raw["llm"] = llm
+        let manifest = try Manifest.parse(try JSONSerialization.data(withJSONObject: raw))
+        XCTAssertEqual(manifest.llm?.prefillLengths, [try XCTUnwrap(manifest.llm?.prefillLength)])
+    }
+
     func testKindSections() throws {
         let (vlm, _) = try manifest("vlm")
         XCTAssertEqual(vlm.llm?.numLayers, 2)

@@ -59,7 +59,7 @@ final class PromptTests: XCTestCase {
     /// A fake model whose logits pick `script[k]` at step k; records what it was fed.
     final class Fake {
         let script: [Int], vocab: Int
-        var embeds: [Tensor] = [], lastIndex: [Int] = [], positions: [Int] = [], caches: [Int] = []
+        var embeds: [Tensor] = [], lastIndex: [Int] = [], lengths: [Int] = [], positions: [Int] = [], caches: [Int] = []
 
         init(_ script: [Int], vocab: Int = 10) { (self.script, self.vocab) = (script, vocab) }
 
@@ -69,12 +69,13 @@ final class PromptTests: XCTestCase {
             return Tensor(shape: [1, vocab], floats: row)
         }
 
-        func decoder(prefillLength: Int = 4, maxLength: Int = 6) -> GreedyDecoder<Int> {
+        func decoder(prefillLengths: [Int] = [4], maxLength: Int = 6) -> GreedyDecoder<Int> {
             GreedyDecoder(
-                prefillLength: prefillLength, maxLength: maxLength, embedding: PromptTests.embedding,
-                prefill: { embeds, last in
+                prefillLengths: prefillLengths, maxLength: maxLength, embedding: PromptTests.embedding,
+                prefill: { embeds, last, length in
                     self.embeds.append(embeds)
                     self.lastIndex.append(last)
+                    self.lengths.append(length)
                     return (self.logits(0), 100)
                 },
                 decode: { row, position, cache in
@@ -100,6 +101,8 @@ final class PromptTests: XCTestCase {
         XCTAssertGreaterThanOrEqual(generation.ttft, 0)
         XCTAssertEqual(fake.embeds[0], Tensor(shape: [1, 4, 2], floats: [1, 2, 3, 4, 0, 0, 0, 0]))
         XCTAssertEqual(fake.lastIndex, [1])
+        XCTAssertEqual(fake.lengths, [4])
+        XCTAssertEqual(generation.prefillLength, 4)
         XCTAssertEqual(fake.positions, [2, 3, 4])
         XCTAssertEqual(fake.caches, [100, 101, 102])
         XCTAssertEqual(fake.embeds[1...].map(\.floats), [[5, 5.5], [6, 6.5], [7, 7.5]])
@@ -116,10 +119,42 @@ final class PromptTests: XCTestCase {
 
     func testArgmaxTiesAndNaN() throws {
         let decoder = GreedyDecoder<Int>(
-            prefillLength: 2, maxLength: 3, embedding: Self.embedding,
-            prefill: { _, _ in (Tensor(shape: [1, 4], floats: [0, 3, 3, 1]), 0) },
+            prefillLengths: [2], maxLength: 3, embedding: Self.embedding,
+            prefill: { _, _, _ in (Tensor(shape: [1, 4], floats: [0, 3, 3, 1]), 0) },
             decode: { _, _, _ in (Tensor(shape: [1, 4], floats: [0, 1, .nan, 5]), 0) })
         XCTAssertEqual(try decoder.generate(Self.prompt, maxNewTokens: 2).tokens, [1, 2])
+    }
+
+    /// The language-model vector's prefill lengths: a prompt pads to the smallest that holds it (at, below and
+    /// above each edge), runs that length's function, and decodes from position n.
+    func testPromptsPadToTheSmallestPrefillLengthThatHoldsThem() throws {
+        let manifest = try Manifest.parse(try Vectors.data("manifests/language-model.json"))
+        let llm = try XCTUnwrap(manifest.llm)
+        XCTAssertEqual(llm.prefillLengths, [16, 32, 64])
+        let functions = try XCTUnwrap(manifest.chunks.first?.functions?.keys)
+        for (n, length) in [(1, 16), (15, 16), (16, 16), (17, 32), (31, 32), (32, 32), (33, 64), (63, 64), (64, 64)] {
+            let fake = Fake([5, 6])
+            let prompt = Tensor(shape: [n, 2], floats: (0..<2 * n).map(Float.init))
+            let decoder = fake.decoder(prefillLengths: Array(llm.prefillLengths.reversed()), maxLength: llm.maxLength)
+            let generation = try decoder.generate(prompt, maxNewTokens: 2)
+            XCTAssertEqual(fake.lengths, [length], "n \(n)")
+            XCTAssertEqual(generation.prefillLength, length, "n \(n)")
+            XCTAssertTrue(functions.contains(Contract.prefillFunction(length)))
+            let padding = [Float](repeating: 0, count: 2 * (length - n))
+            XCTAssertEqual(fake.embeds[0], Tensor(shape: [1, length, 2], floats: prompt.floats + padding), "n \(n)")
+            XCTAssertEqual(fake.lastIndex, [n - 1])
+            XCTAssertEqual(fake.positions, [n])
+        }
+        let fake = Fake([1])
+        let decoder = fake.decoder(prefillLengths: [64, 16, 32], maxLength: llm.maxLength)
+        XCTAssertEqual(decoder.prefillLengths, [16, 32, 64])
+        XCTAssertEqual(decoder.prefillLength, 64)
+        XCTAssertThrowsError(
+            try decoder.generate(Tensor(shape: [65, 2], floats: Array(repeating: 0, count: 130)), maxNewTokens: 1)
+        ) {
+            XCTAssertTrue("\($0)".contains("longer than the exported prefill length 64"), "\($0)")
+        }
+        XCTAssertTrue(fake.lengths.isEmpty, "nothing ran")
     }
 
     func testRefusals() throws {

@@ -3,7 +3,7 @@ import XCTest
 @testable import EdgetrimCore
 
 /// The conformance artifacts verify (every digest equals the manifest's) and every mutation of damaged.json
-/// gets Python's verdict for the same reason.
+/// (of an artifact, or of a manifest alone) gets Python's verdict for the same reason.
 final class VerificationTests: XCTestCase {
     let artifacts = ["vision-onnx", "vision-executorch", "vision-coreml"]
 
@@ -28,8 +28,14 @@ final class VerificationTests: XCTestCase {
             let work = try temporaryFolder()
             defer { try? FileManager.default.removeItem(at: work) }
             let root = work.appendingPathComponent("artifact")
-            try FileManager.default.copyItem(
-                at: Vectors.url("artifacts/\(try XCTUnwrap(vector["artifact"] as? String))"), to: root)
+            if let manifest = vector["manifest"] as? String {  // a manifest of manifests/ alone
+                try FileManager.default.createDirectory(at: root, withIntermediateDirectories: false)
+                try FileManager.default.copyItem(
+                    at: Vectors.url("manifests/\(manifest).json"), to: root.appendingPathComponent(Contract.manifest))
+            } else {
+                try FileManager.default.copyItem(
+                    at: Vectors.url("artifacts/\(try XCTUnwrap(vector["artifact"] as? String))"), to: root)
+            }
             try mutate(
                 root, try XCTUnwrap(vector["mutation"] as? [String: Any]),
                 outside: work.appendingPathComponent("moved-out"))
@@ -41,6 +47,33 @@ final class VerificationTests: XCTestCase {
                 XCTAssertEqual(error.reason, vector["reason"] as? String, "\(name): \(error)")
             }
         }
+    }
+
+    /// An int8 embedding table needs its per-row scales listed: refused on reading, before any file is touched.
+    func testAnInt8EmbeddingWithoutScalesIsRefusedOnReading() throws {
+        let valid = try XCTUnwrap(Vectors.json("manifests/language-model.json") as? [String: Any])
+        func parse(dtype: String, scales: Bool) throws -> Manifest {
+            var manifest = valid
+            var llm = try XCTUnwrap(manifest["llm"] as? [String: Any])
+            llm["embedding_dtype"] = dtype
+            manifest["llm"] = llm
+            if scales {
+                let entry: [String: Any] = [
+                    "path": "embed_scales.npy", "role": Contract.embeddingScales, "bytes": 1, "sha256": "0",
+                ]
+                manifest["files"] = (manifest["files"] as? [Any] ?? []) + [entry]
+            }
+            return try Manifest.parse(try JSONSerialization.data(withJSONObject: manifest), path: "m.json")
+        }
+        XCTAssertThrowsError(try parse(dtype: Contract.embeddingInt8, scales: false)) {
+            XCTAssertEqual(($0 as? VerificationError)?.reason, "manifest")
+            XCTAssertEqual(
+                "\($0)",
+                "m.json: llm.embedding_dtype is int8 but the artifact lists no embedding_scales file "
+                    + "(the table's per-row scales): the manifest is damaged, re-export the artifact")
+        }
+        XCTAssertEqual(try parse(dtype: Contract.embeddingInt8, scales: true).llm?.embeddingDtype, "int8")
+        XCTAssertEqual(try parse(dtype: Contract.embeddingFloat16, scales: false).llm?.embeddingDtype, "float16")
     }
 
     func testWrongKindAndMissingFolder() throws {

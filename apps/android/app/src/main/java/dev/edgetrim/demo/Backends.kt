@@ -27,20 +27,24 @@ import org.pytorch.executorch.Tensor as EtTensor
 object Pipelines {
     /**
      * [pipeline] null: the artifact's only one. [inputs] / [outputs] null: the first chunk's inputs and the last
-     * chunk's outputs. [lean] (ONNX Runtime) null: lean sessions when the core's plan streams a chunk, as the Python
-     * runtime decides; [overlap]: a streamed chunk i+1 loads while chunk i computes. Throws the core's
+     * chunk's outputs (of [function]). [lean] (ONNX Runtime) null: lean sessions when the core's plan streams a chunk,
+     * as the Python runtime decides; [overlap]: a streamed chunk i+1 loads while chunk i computes; [function]: what
+     * multi-function chunks run unless `run` says otherwise (null: each chunk's first). Throws the core's
      * MemoryPlanException for a budget below the largest chunk.
      */
     fun open(
         artifact: Artifact, pipeline: String?, budgetMB: Double?, threads: Int,
-        inputs: List<String>? = null, outputs: List<String>? = null, lean: Boolean? = null, overlap: Boolean = true
+        inputs: List<String>? = null, outputs: List<String>? = null, lean: Boolean? = null, overlap: Boolean = true,
+        function: String? = null
     ): ChunkScheduler<*> = when (artifact.target()) {
         Contract.ONNX -> {
             val streams = MemoryPlanner.plan(artifact.pipeline(pipeline), budgetMB, overlap).streamed().isNotEmpty()
-            ChunkScheduler(artifact, OrtBackend(threads, lean ?: streams), pipeline, budgetMB, overlap, inputs, outputs)
+            ChunkScheduler(
+                artifact, OrtBackend(threads, lean ?: streams), pipeline, budgetMB, overlap, inputs, outputs, function
+            )
         }
         Contract.EXECUTORCH ->
-            ChunkScheduler(artifact, ExecuTorchBackend(threads), pipeline, budgetMB, overlap, inputs, outputs)
+            ChunkScheduler(artifact, ExecuTorchBackend(threads), pipeline, budgetMB, overlap, inputs, outputs, function)
         else -> throw IllegalArgumentException(
             "${artifact.target()} artifacts do not run on Android: export with --target onnx or --target executorch")
     }
@@ -125,13 +129,13 @@ class OrtBackend(private val threads: Int, private val lean: Boolean) : ChunkBac
     }
 }
 
-/** A loaded ExecuTorch chunk: the memory-mapped program, the method that runs, the manifest's tensor order. */
+/** A loaded ExecuTorch chunk: the memory-mapped program, the method that runs, its function's tensor order. */
 class ExecuTorchChunk(val module: Module, val method: String, val inputs: List<String>, val outputs: List<String>)
 
 /**
  * ExecuTorch behind the core's ChunkBackend: the program memory-mapped (`Module.LOAD_MODE_MMAP`) with [threads]
  * threads, its method loaded up front so that the load is timed as a load, then `execute` with the inputs in the
- * manifest's order (the program's own order); unload destroys the native module at once rather than at garbage
+ * manifest's order for that function (the program's own order); unload destroys the native module at once rather than at garbage
  * collection.
  */
 class ExecuTorchBackend(private val threads: Int) : ChunkBackend<ExecuTorchChunk> {
@@ -143,8 +147,9 @@ class ExecuTorchBackend(private val threads: Int) : ChunkBackend<ExecuTorchChunk
             throw IllegalStateException("ExecuTorch could not load method ${program.method()} of ${program.path()} "
                 + "(error 0x${error.toString(16)}): the runtime may be older than the exporter's ExecuTorch")
         }
-        val chunk = program.chunk()
-        return ExecuTorchChunk(module, program.method(), chunk.inputs().map { it.name() }, chunk.outputs().map { it.name() })
+        return ExecuTorchChunk(
+            module, program.method(), program.inputs().map { it.name() }, program.outputs().map { it.name() }
+        )
     }
 
     override fun run(handle: ExecuTorchChunk, inputs: Map<String, Tensor>): Map<String, Tensor> {

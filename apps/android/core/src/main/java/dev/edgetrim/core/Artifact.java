@@ -16,6 +16,9 @@ public record Artifact(Path root, Manifest manifest) {
     /** A chunk function's program file and the method to run inside it ({@code forward} for a single program). */
     public record Program(Path path, String method) {}
 
+    /** The inputs and outputs of one function of a chunk ({@link #io}). */
+    public record IO(List<Manifest.TensorSpec> inputs, List<Manifest.TensorSpec> outputs) {}
+
     /** Reads and checks {@code root/manifest.json} (Python's {@code read_manifest}); does not touch the listed files. */
     public static Artifact read(Path root) throws VerificationException {
         if (!Files.isDirectory(root)) {
@@ -101,6 +104,17 @@ public record Artifact(Path root, Manifest manifest) {
         return manifest.files().stream().filter(f -> f.role().equals(role)).findFirst()
                 .map(f -> root.resolve(f.path()))
                 .orElseThrow(() -> new ArtifactException("the artifact lists no " + role + " file: re-export it"));
+    }
+
+    /**
+     * The inputs and outputs of {@code function} of a chunk: the function entry's own when it lists them (a language
+     * model's {@code prefill_<n>} / {@code decode}), else the chunk's (null: the chunk's, which are its first
+     * function's).
+     */
+    public IO io(Manifest.Chunk chunk, String function) {
+        Manifest.FunctionEntry entry = chunk.functions() == null || function == null ? null : chunk.functions().get(function);
+        return new IO(entry != null && entry.inputs() != null ? entry.inputs() : chunk.inputs(),
+                entry != null && entry.outputs() != null ? entry.outputs() : chunk.outputs());
     }
 
     /**

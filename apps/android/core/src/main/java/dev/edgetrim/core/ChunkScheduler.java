@@ -19,7 +19,8 @@ import java.util.concurrent.Executors;
  * <p>The resident prefix of the {@link MemoryPlan} loads once and stays. Streamed chunks load before use and are
  * unloaded right after they run; with overlap, chunk i+1 loads on a background thread (an {@link ExecutorService})
  * while chunk i computes, and after the last chunk the first streamed chunk of the next invocation starts loading.
- * {@link #run(Map, String)} picks the function of multi-function chunks; each (chunk, function) loads apart. Call
+ * {@link #run(Map, String)} picks the function of multi-function chunks, each chunk running with that function's
+ * inputs and outputs ({@link Artifact#io}); each (chunk, function) loads apart. Call
  * {@code run} and {@code warm} from one thread at a time; {@link #timeline()} may be read from any thread.
  * {@link #close()} unloads everything and ends the loader thread; the scheduler cannot run afterwards.
  *
@@ -30,6 +31,7 @@ public final class ChunkScheduler<H> implements AutoCloseable {
     private final ChunkBackend<H> backend;
     private final List<Manifest.Chunk> chunks;
     private final MemoryPlan plan;
+    private final String function;
     private final List<String> inputNames;
     private final List<String> outputNames;
     private final ChunkTimeline timeline = new ChunkTimeline();
@@ -40,6 +42,7 @@ public final class ChunkScheduler<H> implements AutoCloseable {
     });
     private final Map<Key, H> resident = new HashMap<>();
     private final Map<Key, PendingLoad<H>> pending = new HashMap<>();
+    private final Set<String> checked = new HashSet<>();  // functions whose chunks line up (null: each chunk's first)
     private int invocation;
     private boolean closed;
 
@@ -48,35 +51,31 @@ public final class ChunkScheduler<H> implements AutoCloseable {
 
     /** The default pipeline, all inputs of its first chunk and outputs of its last, no budget. */
     public ChunkScheduler(Artifact artifact, ChunkBackend<H> backend) throws ArtifactException {
-        this(artifact, backend, null, null, true, null, null);
+        this(artifact, backend, null, null, true, null, null, null);
     }
 
     /**
-     * Checks that the pipeline's chunks line up (every input fed or produced earlier with the same shape and dtype,
-     * every output produced) and plans memory; loads nothing yet.
+     * Checks that the pipeline's chunks line up for {@code function} (every input fed or produced earlier with the same
+     * shape and dtype, every output produced) and plans memory; loads nothing yet. Other functions are checked when
+     * they first run.
      *
      * @param pipeline the pipeline to run (null: the only one, or {@code main})
      * @param memoryBudgetMB the budget (null: none, all resident)
      * @param overlap whether streamed loads may run ahead of compute
-     * @param inputs what the caller feeds (null: the first chunk's inputs)
-     * @param outputs what {@code run} returns (null: the last chunk's outputs)
+     * @param inputs what the caller feeds (null: the first chunk's inputs, of {@code function})
+     * @param outputs what {@code run} returns (null: the last chunk's outputs, of {@code function})
+     * @param function what multi-function chunks run unless {@code run} says otherwise (null: each chunk's first)
      */
     public ChunkScheduler(Artifact artifact, ChunkBackend<H> backend, String pipeline, Double memoryBudgetMB,
-            boolean overlap, List<String> inputs, List<String> outputs) throws ArtifactException {
+            boolean overlap, List<String> inputs, List<String> outputs, String function) throws ArtifactException {
         this.artifact = artifact;
         this.backend = backend;
+        this.function = function;
         chunks = artifact.pipeline(pipeline);
-        inputNames = List.copyOf(inputs != null ? inputs : names(chunks.get(0).inputs()));
-        checkIO(chunks, new HashSet<>(inputNames));
-        outputNames = List.copyOf(outputs != null ? outputs : names(chunks.get(chunks.size() - 1).outputs()));
-        Set<String> produced = new HashSet<>();
-        for (Manifest.Chunk chunk : chunks) produced.addAll(names(chunk.outputs()));
-        List<String> missing = new ArrayList<>(outputNames);
-        missing.removeAll(produced);
-        if (!missing.isEmpty()) {
-            throw new ArtifactException("no chunk produces " + String.join(", ", missing)
-                    + ": the artifact does not match this runtime");
-        }
+        inputNames = List.copyOf(inputs != null ? inputs : names(artifact.io(chunks.get(0), function).inputs()));
+        outputNames = List.copyOf(outputs != null ? outputs
+                : names(artifact.io(chunks.get(chunks.size() - 1), function).outputs()));
+        check(function);
         plan = MemoryPlanner.plan(chunks, memoryBudgetMB, overlap);
     }
 
@@ -111,11 +110,23 @@ public final class ChunkScheduler<H> implements AutoCloseable {
         return invocation;
     }
 
-    /** Every chunk input must come from the pipeline inputs or an earlier chunk, with the same shape and dtype. */
-    static void checkIO(List<Manifest.Chunk> chunks, Set<String> inputs) throws ArtifactException {
+    /** The function {@code run} and {@code warm} run unless told otherwise (null: each chunk's first). */
+    public String function() {
+        return function;
+    }
+
+    /**
+     * Every chunk input of {@code function} must come from the pipeline inputs or an earlier chunk, with the same shape
+     * and dtype, and some chunk must produce each output (Python's {@code check_io} and {@code _check}); checked once
+     * per function.
+     */
+    private void check(String function) throws ArtifactException {
+        if (checked.contains(function)) return;
         Map<String, Manifest.TensorSpec> available = new HashMap<>();
+        Set<String> produced = new HashSet<>();
         for (Manifest.Chunk chunk : chunks) {
-            for (Manifest.TensorSpec spec : chunk.inputs()) {
+            Artifact.IO io = artifact.io(chunk, function);
+            for (Manifest.TensorSpec spec : io.inputs()) {
                 Manifest.TensorSpec given = available.get(spec.name());
                 if (given != null) {
                     if (!given.shape().equals(spec.shape()) || !given.dtype().equals(spec.dtype())) {
@@ -123,33 +134,46 @@ public final class ChunkScheduler<H> implements AutoCloseable {
                                 + spec.shape() + " " + spec.dtype() + " but the previous chunk gives " + given.shape()
                                 + " " + given.dtype() + ": the chunks do not line up, re-export the artifact");
                     }
-                } else if (inputs.contains(spec.name())) {
+                } else if (inputNames.contains(spec.name())) {
                     available.put(spec.name(), spec);
                 } else {
                     throw new ArtifactException("chunk '" + chunk.name() + "' needs '" + spec.name()
                             + "', which no earlier chunk produces: the chunks do not line up, re-export the artifact");
                 }
             }
-            for (Manifest.TensorSpec spec : chunk.outputs()) available.put(spec.name(), spec);
+            for (Manifest.TensorSpec spec : io.outputs()) {
+                available.put(spec.name(), spec);
+                produced.add(spec.name());
+            }
         }
+        List<String> missing = new ArrayList<>(outputNames);
+        missing.removeAll(produced);
+        if (!missing.isEmpty()) {
+            throw new ArtifactException("no chunk produces " + String.join(", ", missing)
+                    + ": the artifact does not match this runtime");
+        }
+        checked.add(function);
     }
 
-    /** Loads the resident chunks now (otherwise they load on first use). */
+    /** Loads the resident chunks of {@code function} (null: the scheduler's) now (otherwise they load on first use). */
     public void warm(String function) throws ArtifactException {
-        for (int index : plan.resident()) acquire(index, function);
+        for (int index : plan.resident()) acquire(index, function != null ? function : this.function);
     }
 
-    /** Runs the pipeline once, multi-function chunks with their first function. */
+    /** Runs the pipeline once, multi-function chunks with the scheduler's {@link #function()}. */
     public Map<String, Tensor> run(Map<String, Tensor> feeds) throws ArtifactException {
         return run(feeds, null);
     }
 
     /**
-     * Runs the pipeline once; {@code function} selects the variant of multi-function chunks (null: their first).
-     * Returns the output tensors by name, in {@link #outputNames()} order.
+     * Runs the pipeline once; {@code function} selects the variant of multi-function chunks (null: the scheduler's
+     * {@link #function()}), checked to line up the first time it runs. Returns the output tensors by name, in
+     * {@link #outputNames()} order.
      */
     public Map<String, Tensor> run(Map<String, Tensor> feeds, String function) throws ArtifactException {
         if (closed) throw new IllegalStateException("the chunk scheduler is closed: create a new one to run the pipeline");
+        String chosen = function != null ? function : this.function;
+        check(chosen);
         List<String> absent = new ArrayList<>();
         for (String name : inputNames) if (!feeds.containsKey(name)) absent.add(name);
         if (!absent.isEmpty()) {
@@ -159,15 +183,17 @@ public final class ChunkScheduler<H> implements AutoCloseable {
         Map<String, Tensor> env = new HashMap<>(feeds);
         for (int index = 0; index < chunks.size(); index++) {
             Manifest.Chunk chunk = chunks.get(index);
-            H handle = acquire(index, function);
+            H handle = acquire(index, chosen);
             boolean streamed = !plan.resident().contains(index);
             try {
                 Integer next = nextStreamed(index);
                 if (plan.overlap() && next != null && next != index) {
-                    prefetch(next, function, invocation + (next <= index ? 1 : 0));
+                    prefetch(next, chosen, invocation + (next <= index ? 1 : 0));
                 }
                 Map<String, Tensor> inputs = new HashMap<>();
-                for (Manifest.TensorSpec spec : chunk.inputs()) inputs.put(spec.name(), env.get(spec.name()));
+                for (Manifest.TensorSpec spec : artifact.io(chunk, chosen).inputs()) {
+                    inputs.put(spec.name(), env.get(spec.name()));
+                }
                 double start = timeline.now();
                 Map<String, Tensor> outputs;
                 try {
@@ -247,10 +273,12 @@ public final class ChunkScheduler<H> implements AutoCloseable {
     private H load(Key key, int forInvocation) throws ArtifactException {
         Manifest.Chunk chunk = chunks.get(key.index());
         Artifact.Program program = artifact.program(chunk, key.function());
+        Artifact.IO io = artifact.io(chunk, key.function());
         double start = timeline.now();
         H handle;
         try {
-            handle = backend.load(new ChunkProgram(chunk, key.function(), program.path(), program.method()));
+            handle = backend.load(new ChunkProgram(chunk, key.function(), program.path(), program.method(), io.inputs(),
+                    io.outputs()));
         } catch (Exception e) {
             throw new ChunkLoadException(chunk.name(), e);
         }

@@ -11,8 +11,11 @@ import java.util.Map;
  * <p>Mirrors {@code edgetrim.runtime.contract} one for one, with the Python names (same values;
  * {@code apps/conformance/contract.json} pins them). Artifact kinds and their pipelines (chunk names in run order):
  * {@code vision-encoder}: vision; {@code vlm}: vision, prefill, decode (files embedding, tokenizer);
- * {@code language-model}: prefill, decode (file embedding); {@code video-denoiser}: caption, denoiser (depth chunks
- * hold functions plain and tdtm; file null_caption); {@code text-encoder}: text_encoder (file tokenizer).
+ * {@code language-model}: prefill, decode (file embedding); both with embedding_scales when the table is int8;
+ * {@code video-denoiser}: caption, denoiser (depth chunks
+ * hold functions plain and tdtm; file null_caption); {@code text-encoder}: text_encoder (file tokenizer);
+ * {@code video-decoder}: temporal (per micro-frame chunk of latent frames; temporal_last for a shorter last chunk, same
+ * weights), spatial (per micro-batch of frames).
  */
 public final class Contract {
     private Contract() {}
@@ -27,7 +30,9 @@ public final class Contract {
     public static final String LANGUAGE_MODEL = "language-model";
     public static final String VIDEO_DENOISER = "video-denoiser";
     public static final String TEXT_ENCODER = "text-encoder";
-    public static final List<String> KINDS = List.of(VISION_ENCODER, VLM, LANGUAGE_MODEL, VIDEO_DENOISER, TEXT_ENCODER);
+    public static final String VIDEO_DECODER = "video-decoder";
+    public static final List<String> KINDS =
+            List.of(VISION_ENCODER, VLM, LANGUAGE_MODEL, VIDEO_DENOISER, TEXT_ENCODER, VIDEO_DECODER);
     public static final String ONNX = "onnx";
     public static final String COREML = "coreml";
     public static final String EXECUTORCH = "executorch";
@@ -54,6 +59,10 @@ public final class Contract {
     public static final String CAPTION = "caption";
     public static final String DENOISER = "denoiser";
     public static final String TEXT = "text_encoder";
+    // video decoder
+    public static final String TEMPORAL = "temporal";
+    public static final String TEMPORAL_LAST = "temporal_last";
+    public static final String SPATIAL = "spatial";
     /** The one pipeline of a manifest that names none (all chunks in order). */
     public static final String DEFAULT_PIPELINE = "main";
 
@@ -62,8 +71,10 @@ public final class Contract {
     public static final String PROGRAM = "program";
     /** ONNX weights beside the graph(s). */
     public static final String EXTERNAL_DATA = "external_data";
-    /** Token-embedding table [V, D], .npy. */
+    /** Token-embedding table [V, D], .npy (float32, float16 or int8: {@code llm.embedding_dtype}). */
     public static final String EMBEDDING = "embedding";
+    /** [V] float32 of an int8 table, .npy: row i is embedding[i] * scales[i]. */
+    public static final String EMBEDDING_SCALES = "embedding_scales";
     /** tokenizer.json (Hugging Face tokenizers). */
     public static final String TOKENIZER = "tokenizer";
     public static final String TOKENIZER_CONFIG = "tokenizer_config";
@@ -75,7 +86,12 @@ public final class Contract {
             "tokenizer.json", TOKENIZER, "tokenizer_config.json", TOKENIZER_CONFIG,
             "special_tokens_map.json", SPECIAL_TOKENS_MAP);
     /** Role -> file name of the top-level data files. */
-    public static final Map<String, String> DATA_FILES = ordered(EMBEDDING, "embed_tokens.npy", NULL_CAPTION, "null_caption.npy");
+    public static final Map<String, String> DATA_FILES = ordered(EMBEDDING, "embed_tokens.npy",
+            EMBEDDING_SCALES, "embed_scales.npy", NULL_CAPTION, "null_caption.npy");
+    /** {@code llm.embedding_dtype}: the table as stored; int8 symmetric per row (max|row| / 127, 1 for a zero row). */
+    public static final String EMBEDDING_FLOAT32 = "float32";
+    public static final String EMBEDDING_FLOAT16 = "float16";
+    public static final String EMBEDDING_INT8 = "int8";
 
     // functions
     /** Depth-chunk functions of a video denoiser. */
@@ -97,6 +113,9 @@ public final class Contract {
     public static final String LAST_INDEX = "last_index";
     public static final String POSITION = "position";
     public static final String LOGITS = "logits";
+    // llm.kv_cache: a Core ML language model's KV cache as model state (iOS 18) or inputs / outputs (past / present)
+    public static final String KV_STATE = "state";
+    public static final String KV_IO = "io";
     public static final List<String> KV = List.of("key", "value");
     // video denoiser: latent [B, C, T, H, W], timestep [B], caption [B, L, C], caption_mask [B, L] -> velocity
     public static final String LATENT = "latent";
@@ -112,6 +131,13 @@ public final class Contract {
     public static final String INPUT_IDS = "input_ids";
     public static final String ATTENTION_MASK = "attention_mask";
     public static final String ATTENTION_BIAS = "attn_bias";
+    // video decoder, frames in (B T) order: latent_chunk [B*k, C, h, w] (k latent frames of a micro-frame chunk)
+    // -> frame_latents [B*f, C, h, w] (f video frames); frame_batch [N, C, h, w] -> frames [N, 3, 8h, 8w]
+    // (about [-1, 1])
+    public static final String LATENT_CHUNK = "latent_chunk";
+    public static final String FRAME_LATENTS = "frame_latents";
+    public static final String FRAME_BATCH = "frame_batch";
+    public static final String FRAMES = "frames";
 
     // prompts
     /** Where a vlm's K visual tokens go in the prompt template. */
@@ -124,6 +150,14 @@ public final class Contract {
         return first ? PROGRAM : PROGRAM + "_" + function;
     }
 
+    /**
+     * Function of a language-model chunk that prefills {@code length} positions (one per prefill length; beside it the
+     * chunk holds {@code decode}, over the same weights): {@code prefill_96}.
+     */
+    public static String prefillFunction(int length) {
+        return PREFILL + "_" + length;
+    }
+
     /** ExecuTorch method / Core ML function holding {@code function} of a multi-function chunk. */
     public static String methodName(String function) {
         return DEFAULT_METHOD + "_" + function;
@@ -134,6 +168,16 @@ public final class Contract {
         return "hidden_" + twoDigits(index);
     }
 
+    /** Video decoder: the frames entering temporal stage {@code index + 1} (0: the temporal head's output). */
+    public static String temporalName(int index) {
+        return TEMPORAL + "_" + twoDigits(index);
+    }
+
+    /** Video decoder: the frames entering spatial up block {@code index} (0: the spatial head's output). */
+    public static String spatialName(int index) {
+        return SPATIAL + "_" + twoDigits(index);
+    }
+
     /** Decode inputs: the KV cache of {@code layer}, [1, KV, L, hd] each. */
     public static List<String> pastNames(int layer) {
         return List.of("past_key_" + twoDigits(layer), "past_value_" + twoDigits(layer));
@@ -142,6 +186,14 @@ public final class Contract {
     /** Prefill / decode outputs: the updated KV cache of {@code layer}. */
     public static List<String> presentNames(int layer) {
         return List.of("present_key_" + twoDigits(layer), "present_value_" + twoDigits(layer));
+    }
+
+    /**
+     * Core ML states of a stateful language-model chunk: the KV cache of {@code layer}, [1, KV, L, hd] each, written by
+     * prefill and updated in place by decode (no past / present tensors cross the call).
+     */
+    public static List<String> cacheNames(int layer) {
+        return List.of("key_cache_" + twoDigits(layer), "value_cache_" + twoDigits(layer));
     }
 
     /** Python's {@code f"{n:02d}"}: at least two digits, zero-padded after the sign. */

@@ -2,6 +2,7 @@ package dev.edgetrim.core;
 
 import java.util.ArrayList;
 import java.util.Arrays;
+import java.util.Collections;
 import java.util.List;
 import java.util.Set;
 import java.util.function.IntConsumer;
@@ -9,11 +10,13 @@ import java.util.function.IntConsumer;
 /**
  * Greedy decoding over a static KV cache, whatever backend runs the model.
  *
- * <p>The prompt embeddings [n, D] (n <= P) are right-padded with zeros to the exported prefill length P and prefilled
- * with {@code lastIndex} n - 1; then each step feeds the embedding row [1, 1, D] of the last token at position
- * n + k - 1 (k tokens so far) with the caches the previous call returned (a backend maps its {@code present_*}
- * outputs to the next {@code past_*} inputs). Logits are [1, V]; the next token is their argmax (the first maximum;
- * NaN wins, as numpy). Prompt + new tokens must fit the KV cache length L: n + maxNewTokens - 1 <= L.
+ * <p>The prompt embeddings [n, D] (n <= P) are right-padded with zeros to the smallest exported prefill length that
+ * holds them (P, or a shorter prefill bucket) and prefilled with {@code lastIndex} n - 1 by that length's function
+ * ({@link Contract#prefillFunction}, over the same weights as {@code decode}); then each step feeds the embedding row
+ * [1, 1, D] of the last token at position n + k - 1 (k tokens so far) with the caches the previous call returned (a
+ * backend maps its {@code present_*} outputs to the next {@code past_*} inputs). Logits are [1, V]; the next token is
+ * their argmax (the first maximum; NaN wins, as numpy). Prompt + new tokens must fit the KV cache length L:
+ * n + maxNewTokens - 1 <= L.
  *
  * @param <C> the caches a model call returns and the next decode step takes
  */
@@ -21,10 +24,10 @@ public final class GreedyDecoder<C> {
     /** A model call's logits [1, V] and the caches for the next decode step. */
     public record Output<C>(Tensor logits, C caches) {}
 
-    /** Prefill: inputs_embeds [1, P, D] and the index of the last prompt token. */
+    /** Prefill: inputs_embeds [1, length, D], the index of the last prompt token, and the prefill length that runs. */
     @FunctionalInterface
     public interface Prefill<C> {
-        Output<C> run(Tensor inputsEmbeds, int lastIndex) throws ArtifactException;
+        Output<C> run(Tensor inputsEmbeds, int lastIndex, int prefillLength) throws ArtifactException;
     }
 
     /** One decode step: inputs_embeds [1, 1, D] at {@code position} with the previous call's caches. */
@@ -35,10 +38,11 @@ public final class GreedyDecoder<C> {
 
     /**
      * Greedy output: the new token ids (an EOS token included), the first token's logits [V], the prompt length n
-     * (visual tokens included), seconds to the first token (padding + prefill + argmax) and of each decode step after
-     * it. The arrays are not copied.
+     * (visual tokens included), the exported prefill length that ran (the smallest holding the prompt), seconds to the
+     * first token (padding + prefill + argmax) and of each decode step after it. The arrays are not copied.
      */
-    public record Generation(int[] tokens, float[] firstLogits, int promptTokens, double ttft, double[] stepTimes) {
+    public record Generation(int[] tokens, float[] firstLogits, int promptTokens, int prefillLength, double ttft,
+            double[] stepTimes) {
         /** Seconds of all decode steps. */
         public double decodeTime() {
             double total = 0;
@@ -53,28 +57,42 @@ public final class GreedyDecoder<C> {
         }
     }
 
-    private final int prefillLength;
+    private final List<Integer> prefillLengths;
     private final int maxLength;
     private final Prompt.Embedding embedding;
     private final Prefill<C> prefill;
     private final Decode<C> decode;
 
     /**
-     * @param prefillLength P, the exported prefill length
+     * @param prefillLengths the exported prefill lengths, the longest P ({@code llm.prefillLengths})
      * @param maxLength L, the KV cache length
      * @param embedding a token's row [D]
      */
-    public GreedyDecoder(int prefillLength, int maxLength, Prompt.Embedding embedding, Prefill<C> prefill,
+    public GreedyDecoder(List<Integer> prefillLengths, int maxLength, Prompt.Embedding embedding, Prefill<C> prefill,
             Decode<C> decode) {
-        this.prefillLength = prefillLength;
+        List<Integer> sorted = new ArrayList<>(prefillLengths);
+        Collections.sort(sorted);
+        this.prefillLengths = List.copyOf(sorted);
         this.maxLength = maxLength;
         this.embedding = embedding;
         this.prefill = prefill;
         this.decode = decode;
     }
 
+    /** The exported prefill lengths, ascending. */
+    public List<Integer> prefillLengths() {
+        return prefillLengths;
+    }
+
+    /** P, the longest exported prefill length (0 without any). */
     public int prefillLength() {
-        return prefillLength;
+        return prefillLengths.isEmpty() ? 0 : prefillLengths.get(prefillLengths.size() - 1);
+    }
+
+    /** The smallest exported prefill length that holds {@code n} prompt tokens (n <= P). */
+    public int prefillLengthFor(int n) {
+        for (int length : prefillLengths) if (length >= n) return length;
+        return prefillLength();
     }
 
     public int maxLength() {
@@ -97,9 +115,9 @@ public final class GreedyDecoder<C> {
         int[] shape = embeds.shape();
         int n = shape.length > 0 ? shape[0] : 0;
         int width = shape.length > 0 ? shape[shape.length - 1] : 0;
-        if (n > prefillLength) {
+        if (n > prefillLength()) {
             throw new ArtifactException("the prompt is " + n + " tokens (visual tokens included), longer than the "
-                    + "exported prefill length " + prefillLength + ": shorten the prompt or re-export with a longer prefill");
+                    + "exported prefill length " + prefillLength() + ": shorten the prompt or re-export with a longer prefill");
         }
         if (n < 1 || maxNewTokens < 1) {
             throw new ArtifactException("nothing to generate from " + n + " prompt tokens and " + maxNewTokens
@@ -109,10 +127,11 @@ public final class GreedyDecoder<C> {
             throw new ArtifactException(n + " prompt tokens + " + maxNewTokens + " new tokens exceed the KV cache of "
                     + maxLength + ": pass maxNewTokens " + (maxLength - n + 1) + " or less");
         }
-        float[] padded = new float[prefillLength * width];
+        int length = prefillLengthFor(n);
+        float[] padded = new float[length * width];
         float[] values = embeds.floats();
         System.arraycopy(values, 0, padded, 0, values.length);
-        Output<C> output = prefill.run(Tensor.ofFloats(new int[] {1, prefillLength, width}, padded), n - 1);
+        Output<C> output = prefill.run(Tensor.ofFloats(new int[] {1, length, width}, padded), n - 1, length);
         float[] firstLogits = row(output.logits());
         List<Integer> tokens = new ArrayList<>();
         tokens.add(argmax(firstLogits));
@@ -133,7 +152,7 @@ public final class GreedyDecoder<C> {
         for (int i = 0; i < ids.length; i++) ids[i] = tokens.get(i);
         double[] steps = new double[stepTimes.size()];
         for (int i = 0; i < steps.length; i++) steps[i] = stepTimes.get(i);
-        return new Generation(ids, firstLogits, n, ttft, steps);
+        return new Generation(ids, firstLogits, n, length, ttft, steps);
     }
 
     /** The first row [V] of logits [1, V]. */

@@ -39,10 +39,12 @@ public record Manifest(
 
     /**
      * One program: the files it needs and the tensors it takes and returns (passed between chunks by name).
-     * {@code functions} (null: one program, role {@code program}) maps each function sharing the weights to its file.
+     * {@code functions} (null: one program, role {@code program}) maps each function sharing the weights to its file;
+     * {@code states} (null: stateless) is the Core ML model state every function reads and writes in place (a stateful
+     * language model's KV cache, {@link Contract#cacheNames}).
      */
     public record Chunk(String name, List<FileEntry> files, List<TensorSpec> inputs, List<TensorSpec> outputs,
-            Map<String, FunctionEntry> functions, String optimized, String quantization) {
+            Map<String, FunctionEntry> functions, String optimized, String quantization, List<TensorSpec> states) {
         /** Bytes of all its files: what the memory planner budgets. */
         public long bytes() {
             long total = 0;
@@ -61,8 +63,12 @@ public record Manifest(
     /** A program input or output: static shape, dtype float32 / float16 / int32 / int64. */
     public record TensorSpec(String name, List<Integer> shape, String dtype) {}
 
-    /** One function of a multi-function chunk: its program file and the method inside it (null: {@code forward}). */
-    public record FunctionEntry(String file, String method) {}
+    /**
+     * One function of a multi-function chunk: its program file, the method inside it (null: {@code forward}), and its
+     * own inputs / outputs when they differ from the chunk's (null: the chunk's; a language model's
+     * {@code prefill_<n>} / {@code decode}; see {@link Artifact#io}).
+     */
+    public record FunctionEntry(String file, String method, List<TensorSpec> inputs, List<TensorSpec> outputs) {}
 
     /** The token reduction baked into a vision graph: K ({@code tokens}) of the {@code availableTokens} P * N. */
     public record Reduction(String method, String requestedBudget, int tokens, int availableTokens, double keptFraction) {}
@@ -73,11 +79,15 @@ public record Manifest(
 
     /**
      * The language model of a vlm / language-model artifact: KV slots {@code maxLength} (prompt + generated tokens must
-     * fit), static prefill length, and for a vlm the prompt template, image token id and visual token count K.
+     * fit), the longest static prefill length P and every exported one ({@code prefillLengths}, ascending, the last P,
+     * one {@link Contract#prefillFunction} each; absent in older artifacts: [P]), where the KV cache lives
+     * ({@code kvCache}: {@link Contract#KV_STATE}, the chunks' Core ML state, or {@link Contract#KV_IO}, past / present
+     * tensors; absent in older artifacts: io), and for a vlm the prompt template, image token id and visual token
+     * count K.
      */
     public record LLM(Integer hiddenSize, int numLayers, Integer numHeads, Integer numKVHeads, Integer headDim,
-            Integer vocabSize, int maxLength, int prefillLength, String embeddingDtype, Integer visualTokens,
-            String template, Integer imageTokenID, List<Integer> eosTokenIDs) {}
+            Integer vocabSize, int maxLength, int prefillLength, List<Integer> prefillLengths, String embeddingDtype,
+            String kvCache, Integer visualTokens, String template, Integer imageTokenID, List<Integer> eosTokenIDs) {}
 
     /**
      * STDiT3 denoiser geometry and sampler defaults: latent [B, C_in, T, H, W]; batch 2 runs CFG's halves in one call;
@@ -102,7 +112,8 @@ public record Manifest(
             Contract.VLM, List.of("target", "chunks", "pipelines", "preprocessing", "reduction", "source", "llm", "files"),
             Contract.LANGUAGE_MODEL, List.of("target", "chunks", "pipelines", "source", "llm", "files"),
             Contract.VIDEO_DENOISER, List.of("target", "chunks", "pipelines", "source", "video"),
-            Contract.TEXT_ENCODER, List.of("target", "chunks", "source", "text_encoder"));
+            Contract.TEXT_ENCODER, List.of("target", "chunks", "source", "text_encoder"),
+            Contract.VIDEO_DECODER, List.of("target", "chunks", "pipelines", "source", "decoder"));
 
     private static final String DAMAGED = "the manifest is damaged, re-export the artifact";
 
@@ -148,11 +159,24 @@ public record Manifest(
         checkChunks(path, json.opt("chunks"));
         checkPipelines(path, json);
         checkFileEntries(path, "the artifact", json.has("files") ? json.opt("files") : new JSONArray());
+        checkEmbedding(path, json);
         try {
             return read(new Node(json, ""));
         } catch (Malformed e) {
             throw new VerificationException(Reason.MANIFEST, path + " " + e.getMessage() + ": " + DAMAGED);
         }
+    }
+
+    /** An int8 embedding table lists its per-row scales ({@code embedding_scales}). */
+    private static void checkEmbedding(String path, JSONObject manifest) throws VerificationException {
+        JSONObject llm = manifest.optJSONObject("llm");
+        if (llm == null || !Contract.EMBEDDING_INT8.equals(llm.opt("embedding_dtype"))) return;
+        JSONArray files = manifest.optJSONArray("files");
+        for (int i = 0; files != null && i < files.length(); i++) {
+            if (Contract.EMBEDDING_SCALES.equals(files.optJSONObject(i).opt("role"))) return;
+        }
+        throw new VerificationException(Reason.MANIFEST, path + ": llm.embedding_dtype is int8 but the artifact lists no "
+                + Contract.EMBEDDING_SCALES + " file (the table's per-row scales): " + DAMAGED);
     }
 
     /** The chunk and file entries the runtime indexes into: present, typed, inside the folder, names unique. */
@@ -270,8 +294,15 @@ public record Manifest(
     private static Chunk readChunk(Node n) throws Malformed {
         return new Chunk(n.get("name").string(), n.get("files").list(Manifest::readFile),
                 n.get("inputs").list(Manifest::readSpec), n.get("outputs").list(Manifest::readSpec),
-                n.has("functions") ? n.get("functions").map(f -> new FunctionEntry(f.get("file").string(), f.optString("method"))) : null,
-                n.optString("optimized"), n.optString("quantization"));
+                n.has("functions") ? n.get("functions").map(Manifest::readFunction) : null,
+                n.optString("optimized"), n.optString("quantization"),
+                n.has("states") ? n.get("states").list(Manifest::readSpec) : null);
+    }
+
+    private static FunctionEntry readFunction(Node n) throws Malformed {
+        return new FunctionEntry(n.get("file").string(), n.optString("method"),
+                n.has("inputs") ? n.get("inputs").list(Manifest::readSpec) : null,
+                n.has("outputs") ? n.get("outputs").list(Manifest::readSpec) : null);
     }
 
     private static FileEntry readFile(Node n) throws Malformed {
@@ -295,9 +326,12 @@ public record Manifest(
     }
 
     private static LLM readLLM(Node n) throws Malformed {
+        int prefillLength = n.get("prefill_length").integer();
         return new LLM(n.optInt("hidden_size"), n.get("num_layers").integer(), n.optInt("num_heads"),
                 n.optInt("num_kv_heads"), n.optInt("head_dim"), n.optInt("vocab_size"), n.get("max_length").integer(),
-                n.get("prefill_length").integer(), n.optString("embedding_dtype"), n.optInt("visual_tokens"),
+                prefillLength, n.has("prefill_lengths") ? n.get("prefill_lengths").list(Node::integer) : List.of(prefillLength),
+                n.optString("embedding_dtype"), n.has("kv_cache") ? n.get("kv_cache").string() : Contract.KV_IO,
+                n.optInt("visual_tokens"),
                 n.optString("template"), n.optInt("image_token_id"),
                 n.has("eos_token_ids") ? n.get("eos_token_ids").list(Node::integer) : null);
     }

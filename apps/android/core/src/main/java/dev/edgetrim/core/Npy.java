@@ -10,9 +10,10 @@ import java.nio.file.StandardOpenOption;
 import java.util.Arrays;
 
 /**
- * A NumPy {@code .npy} array (format version 1-3, little-endian float32 {@code <f4} or float16 {@code <f2}, C order),
- * as artifacts store their data files: the token-embedding table [V, D] and the null caption [L, C]. Values are
- * widened to float32 when read; the bytes stay in the (memory-mapped) buffer. Immutable.
+ * A NumPy {@code .npy} array (format version 1-3, little-endian float32 {@code <f4} or float16 {@code <f2}, or int8
+ * {@code |i1}; C order), as artifacts store their data files: the token-embedding table [V, D] (int8 with its scales
+ * [V] in quantized exports) and the null caption [L, C]. Values are widened to float32 when read; the bytes stay in
+ * the (memory-mapped) buffer. Immutable.
  */
 public final class Npy {
     private static final byte[] MAGIC = {(byte) 0x93, 'N', 'U', 'M', 'P', 'Y'};
@@ -63,9 +64,9 @@ public final class Npy {
         String descr = field(header, "descr");
         int quote = descr != null && descr.startsWith("'") ? descr.indexOf('\'', 1) : -1;
         String dtype = quote > 0 ? descr.substring(1, quote) : null;
-        if (!"<f4".equals(dtype) && !"<f2".equals(dtype)) {
+        if (!"<f4".equals(dtype) && !"<f2".equals(dtype) && !"|i1".equals(dtype)) {
             throw new ArtifactException("unsupported .npy dtype in " + name + " (" + header.trim()
-                    + "): float32 or float16 little-endian only");
+                    + "): float32, float16 (little-endian) or int8 only");
         }
         String order = field(header, "fortran_order");
         if (order == null || !order.startsWith("False")) throw new ArtifactException(name + " is not a C-order .npy");
@@ -102,14 +103,14 @@ public final class Npy {
     }
 
     private static int width(String dtype) {
-        return "<f4".equals(dtype) ? 4 : 2;
+        return "<f4".equals(dtype) ? 4 : "<f2".equals(dtype) ? 2 : 1;
     }
 
     public int[] shape() {
         return shape.clone();
     }
 
-    /** {@code <f4} (float32) or {@code <f2} (float16). */
+    /** {@code <f4} (float32), {@code <f2} (float16) or {@code |i1} (int8). */
     public String dtype() {
         return dtype;
     }
@@ -131,10 +132,16 @@ public final class Npy {
 
     private float[] values(int first, int count) {
         float[] out = new float[count];
-        if (width(dtype) == 4) {
-            for (int i = 0; i < count; i++) out[i] = data.getFloat(offset + (first + i) * 4);
-        } else {
-            for (int i = 0; i < count; i++) out[i] = halfToFloat(data.getShort(offset + (first + i) * 2));
+        switch (width(dtype)) {
+            case 4 -> {
+                for (int i = 0; i < count; i++) out[i] = data.getFloat(offset + (first + i) * 4);
+            }
+            case 2 -> {
+                for (int i = 0; i < count; i++) out[i] = halfToFloat(data.getShort(offset + (first + i) * 2));
+            }
+            default -> {
+                for (int i = 0; i < count; i++) out[i] = data.get(offset + first + i);
+            }
         }
         return out;
     }

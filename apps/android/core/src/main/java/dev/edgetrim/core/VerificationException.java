@@ -21,7 +21,7 @@ public final class VerificationException extends ArtifactException {
         SCHEMA_VERSION("schema_version"),
         /**
          * Not JSON, not a manifest, an unknown kind, a missing key, duplicate chunk names, a pipeline naming an unknown
-         * chunk, a chunk without a program file, a field of the wrong type.
+         * chunk, a chunk without a program file, a field of the wrong type, an int8 embedding table without its scales.
          */
         MANIFEST("manifest"),
         /** A sound artifact of a kind the caller does not take ({@link Artifact#open(java.nio.file.Path, java.util.Collection)}). */

@@ -31,6 +31,7 @@ public class ChunkSchedulerTest {
         private final long runMillis;
         private final Set<String> failing;
         private final List<String> log = Collections.synchronizedList(new ArrayList<>());
+        private final List<Run> runs = Collections.synchronizedList(new ArrayList<>());
         private int loaded;
         private int mostLoaded;
 
@@ -48,6 +49,13 @@ public class ChunkSchedulerTest {
         List<String> log() {
             synchronized (log) {
                 return new ArrayList<>(log);
+            }
+        }
+
+        /** Each run's program and the names of the inputs it was given. */
+        List<Run> runs() {
+            synchronized (runs) {
+                return new ArrayList<>(runs);
             }
         }
 
@@ -74,12 +82,13 @@ public class ChunkSchedulerTest {
         @Override
         public Map<String, Tensor> run(ChunkProgram handle, Map<String, Tensor> inputs) throws Exception {
             record("run", handle, 0);
+            runs.add(new Run(handle, Set.copyOf(inputs.keySet())));
             Thread.sleep(runMillis);
             float total = 1;
             for (Tensor tensor : inputs.values()) for (float v : tensor.floats()) total += v;
             float value = total + (Contract.TDTM.equals(handle.function()) ? 100 : 0);
             Map<String, Tensor> out = new LinkedHashMap<>();
-            for (Manifest.TensorSpec spec : handle.chunk().outputs()) out.put(spec.name(), scalar(value));
+            for (Manifest.TensorSpec spec : handle.outputs()) out.put(spec.name(), scalar(value));
             return out;
         }
 
@@ -92,6 +101,9 @@ public class ChunkSchedulerTest {
             return log().stream().filter(entry::equals).count();
         }
     }
+
+    /** A run of the fake backend: the program and the names of its inputs. */
+    record Run(ChunkProgram program, Set<String> inputs) {}
 
     /** One chunk: name, inputs, outputs, MB, functions; every tensor float32 [1]. */
     private record Spec(String name, List<String> inputs, List<String> outputs, int mb, List<String> functions) {}
@@ -154,7 +166,7 @@ public class ChunkSchedulerTest {
 
     private static <H> ChunkScheduler<H> scheduler(Artifact artifact, ChunkBackend<H> backend, Double budgetMB)
             throws ArtifactException {
-        return new ChunkScheduler<>(artifact, backend, null, budgetMB, true, null, null);
+        return new ChunkScheduler<>(artifact, backend, null, budgetMB, true, null, null, null);
     }
 
     @Test
@@ -169,7 +181,7 @@ public class ChunkSchedulerTest {
             assertTrue(missing.getMessage(), missing.getMessage().contains("missing input x for pipeline a/b/c/d"));
         }
         try (ChunkScheduler<ChunkProgram> partial = new ChunkScheduler<>(line(), new FakeBackend(), null, null, true,
-                List.of("x"), List.of("s", "y"))) {
+                List.of("x"), List.of("s", "y"), null)) {
             Map<String, Tensor> out = partial.run(Map.of("x", scalar(2)));
             assertEquals(List.of("s", "y"), new ArrayList<>(out.keySet()));
             assertEquals(Map.of("s", scalar(4), "y", scalar(9)), out);
@@ -267,6 +279,77 @@ public class ChunkSchedulerTest {
                 resident.log().stream().filter(e -> e.startsWith("load depth_01")).collect(Collectors.toList()));
     }
 
+    private static Map<String, Tensor> feeds(List<String> names) {
+        Map<String, Tensor> out = new LinkedHashMap<>();
+        for (String name : names) out.put(name, scalar(0));
+        return out;
+    }
+
+    /**
+     * The language-model vector: pipelines prefill and decode run the same chunks, each function with its own inputs and
+     * outputs. A chunk's own are its first function's, so decode checked as them does not line up.
+     */
+    @Test
+    public void languageModelFunctionsLineUpAndRunWithTheirOwnIO() throws Exception {
+        JSONObject raw = Vectors.json("manifests/language-model.json");
+        Artifact artifact = artifact(raw);
+        Manifest.LLM llm = artifact.manifest().llm();
+        List<String> outputs = new ArrayList<>(List.of(Contract.LOGITS));
+        List<String> decodeInputs = new ArrayList<>(List.of(Contract.INPUTS_EMBEDS, Contract.POSITION));
+        for (int layer = 0; layer < llm.numLayers(); layer++) {
+            outputs.addAll(Contract.presentNames(layer));
+            decodeInputs.addAll(Contract.pastNames(layer));
+        }
+        List<String> prefillInputs = List.of(Contract.INPUTS_EMBEDS, Contract.LAST_INDEX);
+        ArtifactException unfed = assertThrows(ArtifactException.class, () -> new ChunkScheduler<>(artifact,
+                new FakeBackend(), Contract.DECODE, null, true, decodeInputs, outputs, null));
+        assertTrue(unfed.getMessage(), unfed.getMessage().contains("chunk 'lm_head' needs 'last_index'"));
+        FakeBackend backend = new FakeBackend();
+        List<String> functions = new ArrayList<>();
+        try (ChunkScheduler<ChunkProgram> prefill = new ChunkScheduler<>(artifact, backend, Contract.PREFILL, null, true,
+                prefillInputs, outputs, Contract.prefillFunction(llm.prefillLength()));
+                ChunkScheduler<ChunkProgram> decode = new ChunkScheduler<>(artifact, backend, Contract.DECODE, null, true,
+                        decodeInputs, outputs, Contract.DECODE)) {
+            for (int length : llm.prefillLengths()) {
+                String function = Contract.prefillFunction(length);
+                assertEquals(outputs, new ArrayList<>(prefill.run(feeds(prefillInputs), function).keySet()));
+                functions.add(function);
+                functions.add(function);
+            }
+            assertEquals(outputs, new ArrayList<>(decode.run(feeds(decodeInputs)).keySet()));
+            functions.add(Contract.DECODE);
+            functions.add(Contract.DECODE);
+            ArtifactException unknown = assertThrows(ArtifactException.class,
+                    () -> prefill.run(feeds(prefillInputs), Contract.prefillFunction(48)));
+            assertTrue(unknown.getMessage(), unknown.getMessage().contains("has no function 'prefill_48'"));
+        }
+        List<Run> runs = backend.runs();
+        assertEquals(functions, runs.stream().map(r -> r.program().function()).collect(Collectors.toList()));
+        for (Run run : runs) {
+            Manifest.FunctionEntry entry = run.program().chunk().functions().get(run.program().function());
+            assertEquals(Contract.methodName(run.program().function()), run.program().method());
+            assertEquals(entry.inputs(), run.program().inputs());
+            assertEquals(entry.outputs(), run.program().outputs());
+            assertEquals(run.program().chunk().name() + "." + run.program().function(),
+                    run.program().inputs().stream().map(Manifest.TensorSpec::name).collect(Collectors.toSet()), run.inputs());
+        }
+        assertEquals(List.of(1, llm.prefillLengths().get(0), llm.hiddenSize()), runs.get(0).program().inputs().get(0).shape());
+
+        // prefill_32 of lm_head takes 31 positions: refused when it first runs, before anything loads
+        raw.getJSONArray("chunks").getJSONObject(1).getJSONObject("functions").getJSONObject(Contract.prefillFunction(32))
+                .getJSONArray("inputs").getJSONObject(0).put("shape", new JSONArray(List.of(1, 31, 64)));
+        FakeBackend skewed = new FakeBackend();
+        try (ChunkScheduler<ChunkProgram> prefill = new ChunkScheduler<>(artifact(raw), skewed, Contract.PREFILL, null,
+                true, prefillInputs, outputs, Contract.prefillFunction(llm.prefillLength()))) {
+            ArtifactException misaligned = assertThrows(ArtifactException.class,
+                    () -> prefill.run(feeds(prefillInputs), Contract.prefillFunction(32)));
+            assertEquals("chunk 'lm_head' expects hidden_02 [1, 31, 64] float32 but the previous chunk gives [1, 32, 64] "
+                    + "float32: the chunks do not line up, re-export the artifact", misaligned.getMessage());
+            assertTrue("nothing loads or runs before the check", skewed.log().isEmpty());
+            prefill.run(feeds(prefillInputs));
+        }
+    }
+
     @Test
     public void timelineKeepsTheLatestEvents() throws Exception {
         Artifact single = artifact(manifest(List.of(spec("only", List.of("x"), List.of("y"), 1)), "main"));
@@ -309,7 +392,7 @@ public class ChunkSchedulerTest {
         ArtifactException unfed = assertThrows(ArtifactException.class, () -> new ChunkScheduler<>(orphan, new FakeBackend()));
         assertTrue(unfed.getMessage(), unfed.getMessage().contains("chunk 'b' needs 'h9', which no earlier chunk produces"));
         ArtifactException unknown = assertThrows(ArtifactException.class,
-                () -> new ChunkScheduler<>(line(), new FakeBackend(), null, null, true, null, List.of("w")));
+                () -> new ChunkScheduler<>(line(), new FakeBackend(), null, null, true, null, List.of("w"), null));
         assertTrue(unknown.getMessage(), unknown.getMessage().startsWith("no chunk produces w"));
         MemoryPlanException small = assertThrows(MemoryPlanException.class, () -> scheduler(line(), new FakeBackend(), 5.0));
         assertEquals("a", small.chunk());

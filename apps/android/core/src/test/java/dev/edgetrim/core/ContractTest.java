@@ -47,8 +47,12 @@ public class ContractTest {
                 "hidden_name(3)", Contract.hiddenName(3),
                 "past_names(1)", Contract.pastNames(1),
                 "present_names(1)", Contract.presentNames(1),
+                "cache_names(1)", Contract.cacheNames(1),
                 "method_name('tdtm')", Contract.methodName(Contract.TDTM),
-                "program_role('tdtm', false)", Contract.programRole(Contract.TDTM, false));
+                "prefill_function(96)", Contract.prefillFunction(96),
+                "program_role('tdtm', false)", Contract.programRole(Contract.TDTM, false),
+                "temporal_name(3)", Contract.temporalName(3),
+                "spatial_name(3)", Contract.spatialName(3));
         JSONObject examples = Vectors.json("contract.json").getJSONObject("rules");
         Set<String> calls = new HashSet<>();
         for (Iterator<String> keys = examples.keys(); keys.hasNext(); ) {
@@ -64,6 +68,7 @@ public class ContractTest {
         assertEquals("hidden_00", Contract.hiddenName(0));
         assertEquals("hidden_123", Contract.hiddenName(123));
         assertEquals(List.of("past_key_12", "past_value_12"), Contract.pastNames(12));
+        assertEquals(List.of("key_cache_12", "value_cache_12"), Contract.cacheNames(12));
         assertEquals(Contract.PROGRAM, Contract.programRole(Contract.PLAIN, true));
     }
 

@@ -12,6 +12,7 @@ import java.nio.file.Paths;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
+import java.util.stream.Collectors;
 import org.json.JSONArray;
 import org.json.JSONObject;
 import org.junit.Test;
@@ -128,6 +129,133 @@ public class ManifestTest {
         assertEquals(Contract.DEFAULT_METHOD, program.method());
         assertEquals(ROOT.resolve("null_caption.npy"), artifact.dataFile(Contract.NULL_CAPTION));
         assertThrows(ArtifactException.class, () -> artifact.dataFile(Contract.TOKENIZER));
+    }
+
+    private static List<Manifest.TensorSpec> specs(JSONArray raw) throws Exception {
+        List<Manifest.TensorSpec> out = new ArrayList<>();
+        for (int i = 0; i < raw.length(); i++) {
+            JSONObject spec = raw.getJSONObject(i);
+            out.add(new Manifest.TensorSpec(spec.getString("name"), ints(spec.getJSONArray("shape")), spec.getString("dtype")));
+        }
+        return out;
+    }
+
+    /**
+     * vlm and language-model: every chunk of the prefill and decode pipelines (the same chunks) holds {@code prefill_<n>}
+     * for each prefill length, then {@code decode}, each with its own inputs and outputs as written.
+     */
+    @Test
+    public void languageModelChunksHoldAPrefillFunctionPerLengthAndDecode() throws Exception {
+        for (String kind : List.of("vlm", "language-model")) {
+            Manifest manifest = manifest(kind);
+            JSONObject raw = Vectors.json("manifests/" + kind + ".json");
+            Artifact artifact = new Artifact(ROOT, manifest);
+            Manifest.LLM llm = manifest.llm();
+            List<Integer> lengths = llm.prefillLengths();
+            assertEquals(kind, ints(raw.getJSONObject("llm").getJSONArray("prefill_lengths")), lengths);
+            assertEquals(kind, lengths.stream().sorted().collect(Collectors.toList()), lengths);
+            assertTrue(kind, lengths.size() > 1);
+            assertEquals(kind, llm.prefillLength(), (int) lengths.get(lengths.size() - 1));
+            assertEquals(artifact.pipelines().get(Contract.DECODE), names(artifact.pipeline(Contract.PREFILL)));
+            List<String> functions = new ArrayList<>();
+            for (int length : lengths) functions.add(Contract.prefillFunction(length));
+            functions.add(Contract.DECODE);
+            JSONArray rawChunks = raw.getJSONArray("chunks");
+            for (Manifest.Chunk chunk : artifact.pipeline(Contract.PREFILL)) {
+                assertEquals(chunk.name(), functions, new ArrayList<>(chunk.functions().keySet()));
+                JSONObject rawFunctions = null;
+                for (int i = 0; i < rawChunks.length(); i++) {
+                    if (rawChunks.getJSONObject(i).getString("name").equals(chunk.name())) {
+                        rawFunctions = rawChunks.getJSONObject(i).getJSONObject("functions");
+                    }
+                }
+                assertNotNull(chunk.name(), rawFunctions);
+                for (String function : functions) {
+                    JSONObject rawEntry = rawFunctions.getJSONObject(function);
+                    Artifact.IO io = artifact.io(chunk, function);
+                    assertEquals(chunk.name() + "." + function, specs(rawEntry.getJSONArray("inputs")), io.inputs());
+                    assertEquals(chunk.name() + "." + function, specs(rawEntry.getJSONArray("outputs")), io.outputs());
+                    Artifact.Program program = artifact.program(chunk, function);
+                    assertEquals(ROOT.resolve(rawEntry.getString("file")), program.path());
+                    if (manifest.target().equals(Contract.EXECUTORCH)) {
+                        assertEquals(Contract.methodName(function), program.method());
+                    }
+                }
+                Artifact.IO first = artifact.io(chunk, functions.get(0));
+                assertEquals("null: the chunk's, its first function's", first, artifact.io(chunk, null));
+                assertEquals(first, new Artifact.IO(chunk.inputs(), chunk.outputs()));
+                assertEquals("unknown: the chunk's", first, artifact.io(chunk, "prefill_48"));
+            }
+            Manifest.Chunk embedder = artifact.pipeline(Contract.PREFILL).get(0);
+            int width = llm.hiddenSize();
+            for (int length : lengths) {
+                Manifest.TensorSpec embeds = artifact.io(embedder, Contract.prefillFunction(length)).inputs().get(0);
+                assertEquals(Contract.INPUTS_EMBEDS, embeds.name());
+                assertEquals(List.of(1, length, width), embeds.shape());
+            }
+            List<Manifest.TensorSpec> decode = artifact.io(embedder, Contract.DECODE).inputs();
+            assertEquals(List.of(Contract.INPUTS_EMBEDS, Contract.POSITION, Contract.pastNames(0).get(0)),
+                    decode.subList(0, 3).stream().map(Manifest.TensorSpec::name).collect(Collectors.toList()));
+            assertEquals(List.of(1, 1, width), decode.get(0).shape());
+        }
+        assertNull("the vision encoder has one program", manifest("vlm").chunks().get(0).functions());
+    }
+
+    /**
+     * language-model-coreml, the KV cache as Core ML model state: the layer chunks list key_cache_XX / value_cache_XX
+     * [1, KV, L, hd] float16 of their layers, no function passes past / present tensors, lm_head keeps no state;
+     * {@code kv_cache} is io in the other language models and when absent.
+     */
+    @Test
+    public void statefulLanguageModelListsItsCachesAsStates() throws Exception {
+        Manifest manifest = manifest("language-model-coreml");
+        JSONObject raw = Vectors.json("manifests/language-model-coreml.json");
+        Manifest.LLM llm = manifest.llm();
+        assertEquals(List.of(Contract.LANGUAGE_MODEL, Contract.COREML, Contract.KV_STATE),
+                List.of(manifest.kind(), manifest.target(), llm.kvCache()));
+        List<Manifest.TensorSpec> caches = new ArrayList<>();
+        for (int layer = 0; layer < llm.numLayers(); layer++) {
+            for (String name : Contract.cacheNames(layer)) {
+                caches.add(new Manifest.TensorSpec(
+                        name, List.of(1, llm.numKVHeads(), llm.maxLength(), llm.headDim()), "float16"));
+            }
+        }
+        Artifact artifact = new Artifact(ROOT, manifest);
+        List<Manifest.TensorSpec> states = new ArrayList<>();
+        JSONArray rawChunks = raw.getJSONArray("chunks");
+        for (int i = 0; i < rawChunks.length(); i++) {
+            Manifest.Chunk chunk = manifest.chunks().get(i);
+            JSONArray rawStates = rawChunks.getJSONObject(i).optJSONArray("states");
+            assertEquals(chunk.name(), rawStates == null ? null : specs(rawStates), chunk.states());
+            if (chunk.states() != null) states.addAll(chunk.states());
+            for (String function : chunk.functions().keySet()) {
+                Artifact.IO io = artifact.io(chunk, function);
+                for (List<Manifest.TensorSpec> specs : List.of(io.inputs(), io.outputs())) {
+                    for (Manifest.TensorSpec spec : specs) {
+                        assertTrue(spec.name(), !spec.name().matches("(past|present)_.*"));
+                    }
+                }
+            }
+        }
+        assertEquals(caches, states);
+        Manifest.Chunk layers = artifact.pipeline(Contract.DECODE).get(0);
+        assertEquals(List.of(Contract.INPUTS_EMBEDS, Contract.POSITION),
+                artifact.io(layers, Contract.DECODE).inputs().stream().map(Manifest.TensorSpec::name)
+                        .collect(Collectors.toList()));
+        assertNull("lm_head keeps no state", manifest.chunks().get(manifest.chunks().size() - 1).states());
+        assertEquals(Contract.KV_IO, manifest("language-model").llm().kvCache());
+        assertEquals(Contract.KV_IO, manifest("vlm").llm().kvCache());
+        raw.getJSONObject("llm").remove("kv_cache");
+        Manifest older = Manifest.parse(raw.toString().getBytes(StandardCharsets.UTF_8), "m");
+        assertEquals(Contract.KV_IO, older.llm().kvCache());
+    }
+
+    @Test
+    public void prefillLengthsDefaultToThePrefillLength() throws Exception {
+        JSONObject raw = Vectors.json("manifests/language-model.json");
+        raw.getJSONObject("llm").remove("prefill_lengths");
+        Manifest.LLM llm = Manifest.parse(raw.toString().getBytes(StandardCharsets.UTF_8), "m").llm();
+        assertEquals(List.of(llm.prefillLength()), llm.prefillLengths());
     }
 
     @Test

@@ -7,6 +7,7 @@ import static org.junit.Assert.fail;
 
 import java.util.ArrayList;
 import java.util.Arrays;
+import java.util.Collections;
 import java.util.List;
 import java.util.Set;
 import org.json.JSONArray;
@@ -103,6 +104,7 @@ public final class PromptTest {
         final int vocab;
         final List<Tensor> embeds = new ArrayList<>();
         final List<Integer> lastIndex = new ArrayList<>();
+        final List<Integer> lengths = new ArrayList<>();
         final List<Integer> positions = new ArrayList<>();
         final List<Integer> caches = new ArrayList<>();
 
@@ -118,10 +120,15 @@ public final class PromptTest {
         }
 
         GreedyDecoder<Integer> decoder() {
-            return new GreedyDecoder<>(4, 6, PromptTest::embedding,
-                    (embeds, last) -> {
+            return decoder(List.of(4), 6);
+        }
+
+        GreedyDecoder<Integer> decoder(List<Integer> prefillLengths, int maxLength) {
+            return new GreedyDecoder<>(prefillLengths, maxLength, PromptTest::embedding,
+                    (embeds, last, length) -> {
                         this.embeds.add(embeds);
                         lastIndex.add(last);
+                        lengths.add(length);
                         return new GreedyDecoder.Output<>(logits(0), 100);
                     },
                     (row, position, cache) -> {
@@ -149,6 +156,8 @@ public final class PromptTest {
         assertTrue(generation.decodeTime() >= 0);
         assertEquals(Tensor.ofFloats(new int[] {1, 4, 2}, new float[] {1, 2, 3, 4, 0, 0, 0, 0}), fake.embeds.get(0));
         assertEquals(List.of(1), fake.lastIndex);
+        assertEquals(List.of(4), fake.lengths);
+        assertEquals(4, generation.prefillLength());
         assertEquals(List.of(2, 3, 4), fake.positions);
         assertEquals(List.of(100, 101, 102), fake.caches);
         assertEquals(Tensor.ofFloats(new int[] {1, 1, 2}, new float[] {5, 5.5f}), fake.embeds.get(1));
@@ -169,11 +178,53 @@ public final class PromptTest {
 
     @Test
     public void argmaxTiesAndNaN() throws Exception {
-        GreedyDecoder<Integer> decoder = new GreedyDecoder<>(2, 3, PromptTest::embedding,
-                (embeds, last) -> new GreedyDecoder.Output<>(Tensor.ofFloats(new int[] {1, 4}, new float[] {0, 3, 3, 1}), 0),
+        GreedyDecoder<Integer> decoder = new GreedyDecoder<>(List.of(2), 3, PromptTest::embedding,
+                (embeds, last, length) -> new GreedyDecoder.Output<>(Tensor.ofFloats(new int[] {1, 4}, new float[] {0, 3, 3, 1}), 0),
                 (row, position, caches) -> new GreedyDecoder.Output<>(
                         Tensor.ofFloats(new int[] {1, 4}, new float[] {0, 1, Float.NaN, 5}), 0));
         assertArrayEquals(new int[] {1, 2}, decoder.generate(PROMPT, 2).tokens());
+    }
+
+    /**
+     * The language-model vector's prefill lengths: a prompt pads to the smallest that holds it (at, below and above each
+     * edge), runs that length's function, and decodes from position n.
+     */
+    @Test
+    public void promptsPadToTheSmallestPrefillLengthThatHoldsThem() throws Exception {
+        Manifest manifest = Manifest.parse(Vectors.bytes("manifests/language-model.json"), "language-model.json");
+        Manifest.LLM llm = manifest.llm();
+        assertEquals(List.of(16, 32, 64), llm.prefillLengths());
+        Set<String> functions = manifest.chunks().get(0).functions().keySet();
+        List<Integer> unsorted = new ArrayList<>(llm.prefillLengths());
+        Collections.reverse(unsorted);
+        int[][] cases = {{1, 16}, {15, 16}, {16, 16}, {17, 32}, {31, 32}, {32, 32}, {33, 64}, {63, 64}, {64, 64}};
+        for (int[] c : cases) {
+            int n = c[0];
+            int length = c[1];
+            Fake fake = new Fake(5, 6);
+            float[] values = new float[2 * n];
+            for (int i = 0; i < values.length; i++) values[i] = i;
+            GreedyDecoder.Generation generation = fake.decoder(unsorted, llm.maxLength())
+                    .generate(Tensor.ofFloats(new int[] {n, 2}, values), 2);
+            assertEquals("n " + n, List.of(length), fake.lengths);
+            assertEquals("n " + n, length, generation.prefillLength());
+            assertTrue(functions.contains(Contract.prefillFunction(length)));
+            assertEquals("n " + n, Tensor.ofFloats(new int[] {1, length, 2}, Arrays.copyOf(values, 2 * length)),
+                    fake.embeds.get(0));
+            assertEquals(List.of(n - 1), fake.lastIndex);
+            assertEquals(List.of(n), fake.positions);
+        }
+        Fake fake = new Fake(1);
+        GreedyDecoder<Integer> decoder = fake.decoder(List.of(64, 16, 32), llm.maxLength());
+        assertEquals(List.of(16, 32, 64), decoder.prefillLengths());
+        assertEquals(64, decoder.prefillLength());
+        try {
+            decoder.generate(Tensor.ofFloats(new int[] {65, 2}, new float[130]), 1);
+            fail("prefilled 65 tokens");
+        } catch (ArtifactException e) {
+            assertTrue(e.getMessage(), e.getMessage().contains("longer than the exported prefill length 64"));
+        }
+        assertTrue("nothing ran", fake.lengths.isEmpty());
     }
 
     private static void assertRefused(Fake fake, Tensor prompt, int maxNewTokens, String words) {

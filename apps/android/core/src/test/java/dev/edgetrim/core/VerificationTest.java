@@ -23,7 +23,7 @@ import org.junit.Test;
 
 /**
  * The conformance artifacts verify (every digest equals the manifest's, the .mlpackage by the folder rule) and every
- * mutation of damaged.json gets Python's verdict for the same reason.
+ * mutation of damaged.json (of an artifact, or of a manifest alone) gets Python's verdict for the same reason.
  */
 public class VerificationTest {
     private static final List<String> ARTIFACTS = List.of("vision-onnx", "vision-executorch", "vision-coreml");
@@ -66,7 +66,7 @@ public class VerificationTest {
     @Test
     public void everyDamagedCase() throws Exception {
         JSONArray cases = new JSONArray(Vectors.text("damaged.json"));
-        assertEquals(20, cases.length());
+        assertEquals(23, cases.length());
         int refused = 0;
         for (int i = 0; i < cases.length(); i++) {
             JSONObject vector = cases.getJSONObject(i);
@@ -74,7 +74,13 @@ public class VerificationTest {
             Path work = Files.createTempDirectory("edgetrim-");
             try {
                 Path root = work.resolve("artifact");
-                copyTree(Vectors.path("artifacts/" + vector.getString("artifact")), root);
+                if (vector.has("manifest")) {  // a manifest of manifests/ alone
+                    Files.createDirectory(root);
+                    Files.copy(Vectors.path("manifests/" + vector.getString("manifest") + ".json"),
+                            root.resolve(Contract.MANIFEST));
+                } else {
+                    copyTree(Vectors.path("artifacts/" + vector.getString("artifact")), root);
+                }
                 mutate(root, vector.getJSONObject("mutation"), work.resolve("moved-out"));
                 try {
                     Artifact.open(root);
@@ -89,6 +95,29 @@ public class VerificationTest {
             }
         }
         assertTrue(refused > 0 && refused < cases.length());
+    }
+
+    /** An int8 embedding table needs its per-row scales listed: refused on reading, before any file is touched. */
+    @Test
+    public void anInt8EmbeddingWithoutScalesIsRefusedOnReading() throws Exception {
+        VerificationException refused = assertThrows(VerificationException.class,
+                () -> languageModel(Contract.EMBEDDING_INT8, false));
+        assertEquals(Reason.MANIFEST, refused.reason());
+        assertEquals("m.json: llm.embedding_dtype is int8 but the artifact lists no embedding_scales file "
+                + "(the table's per-row scales): the manifest is damaged, re-export the artifact", refused.getMessage());
+        assertEquals(Contract.EMBEDDING_INT8, languageModel(Contract.EMBEDDING_INT8, true).llm().embeddingDtype());
+        assertEquals(Contract.EMBEDDING_FLOAT16, languageModel(Contract.EMBEDDING_FLOAT16, false).llm().embeddingDtype());
+    }
+
+    /** The language-model vector with {@code embedding_dtype}, and an {@code embedding_scales} file when asked. */
+    private static Manifest languageModel(String dtype, boolean scales) throws Exception {
+        JSONObject manifest = Vectors.json("manifests/language-model.json");
+        manifest.getJSONObject("llm").put("embedding_dtype", dtype);
+        if (scales) {
+            manifest.getJSONArray("files").put(new JSONObject().put("path", "embed_scales.npy")
+                    .put("role", Contract.EMBEDDING_SCALES).put("bytes", 1).put("sha256", "0"));
+        }
+        return Manifest.parse(manifest.toString().getBytes(StandardCharsets.UTF_8), "m.json");
     }
 
     @Test

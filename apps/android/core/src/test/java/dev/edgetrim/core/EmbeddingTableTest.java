@@ -1,0 +1,79 @@
+package dev.edgetrim.core;
+
+import static org.junit.Assert.assertArrayEquals;
+import static org.junit.Assert.assertEquals;
+import static org.junit.Assert.assertThrows;
+import static org.junit.Assert.assertTrue;
+
+import java.nio.charset.StandardCharsets;
+import java.util.List;
+import org.json.JSONArray;
+import org.json.JSONException;
+import org.json.JSONObject;
+import org.junit.Test;
+
+/**
+ * embedding.json: an int8 table and its per-row scales -> the float32 rows (q * scale) of the ids; a manifest that says
+ * int8 without listing the scales is refused when it is read.
+ */
+public class EmbeddingTableTest {
+    private static float[] floats(JSONArray values) throws JSONException {
+        float[] out = new float[values.length()];
+        for (int i = 0; i < out.length; i++) out[i] = (float) values.getDouble(i);
+        return out;
+    }
+
+    @Test
+    public void int8RowsAreTheStoredValuesTimesTheirScale() throws Exception {
+        JSONObject c = Vectors.json("embedding.json");
+        Npy values = Npy.read(Vectors.path(c.getString("table")));
+        Npy scales = Npy.read(Vectors.path(c.getString("scales")));
+        assertEquals("|i1", values.dtype());
+        JSONArray shape = c.getJSONArray("shape");
+        assertArrayEquals(new int[] {shape.getInt(0), shape.getInt(1)}, values.shape());
+        assertArrayEquals(floats(c.getJSONArray("values")), values.floats(), 0f);
+        assertArrayEquals(floats(c.getJSONArray("scale_values")), scales.floats(), 0f);
+        EmbeddingTable table = new EmbeddingTable(values, scales);
+        JSONArray ids = c.getJSONArray("ids");
+        JSONArray rows = c.getJSONArray("rows");
+        assertEquals(ids.length(), rows.length());
+        for (int i = 0; i < ids.length(); i++) {
+            assertArrayEquals("row " + ids.getInt(i), floats(rows.getJSONArray(i)), table.row(ids.getInt(i)), 0f);
+        }
+        assertThrows(ArtifactException.class, () -> table.row(shape.getInt(0)));
+    }
+
+    /** The language-model manifest pointed at the vector files, its {@code embedding_dtype} and files as given. */
+    private static Artifact artifact(String dtype, List<String> roles) throws Exception {
+        JSONObject c = Vectors.json("embedding.json");
+        JSONObject manifest = Vectors.json("manifests/language-model.json");
+        manifest.getJSONObject("llm").put("embedding_dtype", dtype);
+        JSONArray files = new JSONArray();
+        for (String role : roles) {
+            String path = c.getString(role.equals(Contract.EMBEDDING) ? "table" : "scales");
+            files.put(new JSONObject().put("path", path).put("role", role).put("bytes", 0).put("sha256", "0"));
+        }
+        manifest.put("files", files);
+        byte[] data = manifest.toString().getBytes(StandardCharsets.UTF_8);
+        return new Artifact(Vectors.ROOT, Manifest.parse(data, "manifest.json"));
+    }
+
+    @Test
+    public void anArtifactReadsItsInt8TableAndRefusesOneWithoutScales() throws Exception {
+        List<String> both = List.of(Contract.EMBEDDING, Contract.EMBEDDING_SCALES);
+        EmbeddingTable table = EmbeddingTable.open(artifact(Contract.EMBEDDING_INT8, both));
+        JSONObject c = Vectors.json("embedding.json");
+        assertArrayEquals(floats(c.getJSONArray("rows").getJSONArray(0)), table.row(c.getJSONArray("ids").getInt(0)), 0f);
+
+        VerificationException missing = assertThrows(VerificationException.class,
+                () -> artifact(Contract.EMBEDDING_INT8, List.of(Contract.EMBEDDING)));
+        assertEquals(VerificationException.Reason.MANIFEST, missing.reason());
+        assertTrue(missing.getMessage(), missing.getMessage().contains("lists no embedding_scales file"));
+        ArtifactException mismatch = assertThrows(ArtifactException.class,
+                () -> EmbeddingTable.open(artifact(Contract.EMBEDDING_FLOAT16, both)));
+        assertTrue(mismatch.getMessage(), mismatch.getMessage().contains("the manifest says float16"));
+        Npy values = Npy.read(Vectors.path(c.getString("table")));
+        assertThrows(ArtifactException.class, () -> new EmbeddingTable(values, null));
+        assertThrows(ArtifactException.class, () -> new EmbeddingTable(values, values));  // scales must be float32 [V]
+    }
+}

@@ -1,0 +1,63 @@
+import XCTest
+
+@testable import EdgetrimCore
+
+/// embedding.json: an int8 table and its per-row scales -> the float32 rows (q * scale) of the ids; an artifact
+/// whose manifest says int8 without listing the scales is refused (`Manifest.parse` refuses such a manifest too).
+final class EmbeddingTableTests: XCTestCase {
+    func vector() throws -> [String: Any] { try XCTUnwrap(Vectors.json("embedding.json") as? [String: Any]) }
+
+    func testInt8RowsAreTheStoredValuesTimesTheirScale() throws {
+        let c = try vector()
+        let values = try NPYArray(contentsOf: Vectors.url(try XCTUnwrap(c["table"] as? String)))
+        let scales = try NPYArray(contentsOf: Vectors.url(try XCTUnwrap(c["scales"] as? String)))
+        XCTAssertEqual(values.dtype, "|i1")
+        XCTAssertEqual(values.shape, try XCTUnwrap(c["shape"] as? [Int]))
+        XCTAssertEqual(values.floats, try XCTUnwrap(c["values"] as? [Int]).map(Float.init))
+        XCTAssertEqual(scales.floats, try XCTUnwrap(c["scale_values"] as? [Double]).map(Float.init))
+        let table = try EmbeddingTable(values: values, scales: scales)
+        let ids = try XCTUnwrap(c["ids"] as? [Int])
+        let rows = try XCTUnwrap(c["rows"] as? [[Double]])
+        XCTAssertEqual(ids.count, rows.count)
+        for (id, want) in zip(ids, rows) {
+            XCTAssertEqual(try table.row(id), want.map(Float.init), "row \(id)")
+        }
+        XCTAssertThrowsError(try table.row(values.shape[0]))
+    }
+
+    /// The language-model manifest pointed at the vector files, its `embedding_dtype` and `files` as given.
+    func artifact(dtype: String, roles: [String]) throws -> Artifact {
+        let c = try vector()
+        var manifest = try JSONDecoder().decode(Manifest.self, from: Vectors.data("manifests/language-model.json"))
+        manifest.llm?.embeddingDtype = dtype
+        let paths = [
+            Contract.embedding: try XCTUnwrap(c["table"] as? String),
+            Contract.embeddingScales: try XCTUnwrap(c["scales"] as? String),
+        ]
+        manifest.files = try roles.map { role in
+            Manifest.FileEntry(path: try XCTUnwrap(paths[role]), role: role, bytes: 0, sha256: "")
+        }
+        return Artifact(root: Vectors.root, manifest: manifest)
+    }
+
+    func testAnArtifactReadsItsInt8TableAndRefusesOneWithoutScales() throws {
+        let both = [Contract.embedding, Contract.embeddingScales]
+        let table = try EmbeddingTable(artifact: artifact(dtype: Contract.embeddingInt8, roles: both))
+        let rows = try XCTUnwrap(vector()["rows"] as? [[Double]])
+        XCTAssertEqual(try table.row(3), rows[0].map(Float.init))
+
+        XCTAssertThrowsError(
+            try EmbeddingTable(artifact: artifact(dtype: Contract.embeddingInt8, roles: [Contract.embedding]))
+        ) { error in
+            XCTAssertTrue("\(error)".contains("lists no embedding_scales file"), "\(error)")
+        }
+        XCTAssertThrowsError(
+            try EmbeddingTable(artifact: artifact(dtype: Contract.embeddingFloat16, roles: both))
+        ) { error in
+            XCTAssertTrue("\(error)".contains("the manifest says float16"), "\(error)")
+        }
+        let values = try NPYArray(contentsOf: Vectors.url(try XCTUnwrap(vector()["table"] as? String)))
+        XCTAssertThrowsError(try EmbeddingTable(values: values, scales: nil))
+        XCTAssertThrowsError(try EmbeddingTable(values: values, scales: values))  // scales must be float32 [V]
+    }
+}
