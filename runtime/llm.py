@@ -119,8 +119,8 @@ class LanguageModelRunner:
 
     def warm(self, prompt_tokens: int | None = None) -> None:
         """Load the resident chunks now (otherwise they load on first use): decode, and prefill at the
-        length a prompt of ``prompt_tokens`` runs (default: P)."""
-        length = self.prefill_length_for(prompt_tokens or self.prefill_len)
+        length a prompt of ``prompt_tokens`` runs (default, and for a prompt ``generate`` will refuse: P)."""
+        length = self.prefill_length_for(min(prompt_tokens or self.prefill_len, self.prefill_len))
         self.prefill.warm(contract.prefill_function(length))
         self.decode.warm()
 

@@ -180,7 +180,7 @@ def test_unreachable_gate_refuses_in_one_line(tmp_path, capsys, monkeypatch):
     assert main(["export", "--target", "onnx", "--model", "t5-tiny", "--quantize", "int8", "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("error: validation failed (FidelityBelowGate)"), err
-    assert "caption cosine 0.99" in err and "gate_caption_cosine" in err and "1.0" in err
+    assert "caption cosine 0.99" in err and "--gate-caption-cosine 1.0" in err  # the CLI names its flag
     assert list(tmp_path.iterdir()) == []
 
 
