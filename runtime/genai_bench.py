@@ -22,12 +22,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from edgetrim.runtime import contract
-from edgetrim.runtime.chunks import ChunkLoader
 from edgetrim.runtime.embedding import EmbeddingTable
 from edgetrim.runtime.errors import UserError
-from edgetrim.runtime.llm import Generation, load_tokenizer
-from edgetrim.runtime.manifest import open_artifact
+from edgetrim.runtime.llm import Generation, check_counts, decode_greedily
 from edgetrim.runtime.vlm import VlmPipeline
 
 ENGINE = "onnxruntime-genai"  # a bench row's ``engine``; ours are ``edgetrim``
@@ -104,8 +101,8 @@ class GenaiLanguageModel:
         self.positions = names.get("position_ids") if names.get("position_ids") in inputs else None
         self.io_dtype, self.kv_dtype = DTYPES[inputs[self.embeds]], DTYPES[inputs[self.pasts[0]]]
 
-    def warm(self) -> None:
-        """Nothing to do: the session is created (and its graph optimized) in ``__init__``."""
+    def warm(self, prompt_tokens: int | None = None) -> None:
+        """Nothing to do: the session is created (and its graph optimized) in ``__init__``, for any length."""
 
     def close(self) -> None:
         self.session = None
@@ -130,10 +127,7 @@ class GenaiLanguageModel:
         """Greedy: prefill ``embeds`` [n, D] (unpadded), then decode until ``max_new_tokens`` or an ``eos_tokens``."""
         t0 = time.perf_counter()
         n = embeds.shape[0]
-        if n < 1 or max_new_tokens < 1:
-            raise UserError(
-                f"nothing to generate from {n} prompt tokens and {max_new_tokens} new tokens: pass both >= 1"
-            )
+        check_counts(n, max_new_tokens)
         if n + max_new_tokens - 1 > self.context_length:
             raise UserError(
                 f"{n} prompt tokens + {max_new_tokens} new tokens exceed the model's context of {self.context_length}"
@@ -141,19 +135,15 @@ class GenaiLanguageModel:
         empty = np.zeros((1, self.kv_heads, 0, self.head_size), self.kv_dtype)
         logits, *presents = self.step(embeds[None], 0, dict.fromkeys(self.pasts, empty))
         first = logits[0, -1].astype(np.float32)
-        tokens = [int(np.argmax(first))]
         ttft = time.perf_counter() - t0
-        if on_token:
-            on_token(tokens[0])
-        steps: list[float] = []
-        while len(tokens) < max_new_tokens and tokens[-1] not in eos_tokens:
-            s = time.perf_counter()
-            caches = dict(zip(self.pasts, presents, strict=True))
-            logits, *presents = self.step(self.table.rows([tokens[-1]])[None], n + len(tokens) - 1, caches)
-            tokens.append(int(np.argmax(logits[0, -1])))
-            steps.append(time.perf_counter() - s)
-            if on_token:
-                on_token(tokens[-1])
+        caches = dict(zip(self.pasts, presents, strict=True))
+
+        def next_logits(token: int, position: int) -> np.ndarray:
+            logits, *presents = self.step(self.table.rows([token])[None], position, caches)
+            caches.update(zip(self.pasts, presents, strict=True))
+            return logits[0, -1]
+
+        tokens, steps = decode_greedily(int(np.argmax(first)), next_logits, n, max_new_tokens, eos_tokens, on_token)
         return Generation(tokens, first, n, n, ttft, sum(steps), steps)
 
     def facts(self) -> dict:
@@ -175,15 +165,7 @@ class GenaiVlmPipeline(VlmPipeline):
     in place of the artifact's prefill / decode chunks (which are never loaded)."""
 
     def __init__(self, root: str | Path, model: str | Path) -> None:
-        t0 = time.perf_counter()
-        self.artifact = open_artifact(root, (contract.VLM,))
-        t1 = time.perf_counter()
-        self.llm = self.artifact.manifest["llm"]
-        self.tokenizer = load_tokenizer(self.artifact.data_file(contract.TOKENIZER))
-        self.vision = ChunkLoader(self.artifact, None, pipeline=contract.VISION)
-        self.lm = GenaiLanguageModel(model, EmbeddingTable.open(self.artifact))
-        self.vision.warm()
-        self.load_ms = {"verify_ms": (t1 - t0) * 1e3, "load_ms": (time.perf_counter() - t1) * 1e3}
+        super().__init__(root, language_model=lambda artifact: GenaiLanguageModel(model, EmbeddingTable.open(artifact)))
 
 
 def common_prefix(a: list[int], b: list[int]) -> int:

@@ -70,6 +70,35 @@ def splice_visual(
     return np.concatenate([embeds[: slots[0]], visual, embeds[slots[0] + 1 :]])
 
 
+def check_counts(n: int, max_new_tokens: int) -> None:
+    """A generation needs at least one prompt token and one new token."""
+    if n < 1 or max_new_tokens < 1:
+        raise UserError(f"nothing to generate from {n} prompt tokens and {max_new_tokens} new tokens: pass both >= 1")
+
+
+def decode_greedily(
+    first: int,
+    step: Callable[[int, int], np.ndarray],
+    n: int,
+    max_new_tokens: int,
+    eos_tokens: Collection[int],
+    on_token: Callable[[int], None] | None,
+) -> tuple[list[int], list[float]]:
+    """Greedy tokens after a prompt of ``n``: ``first`` (from the prefill), then ``step(token, position) ->
+    logits [V]`` for each next one until ``max_new_tokens`` or an ``eos_tokens``; (tokens, seconds per step)."""
+    tokens: list[int] = [first]
+    if on_token:
+        on_token(first)
+    steps: list[float] = []
+    while len(tokens) < max_new_tokens and tokens[-1] not in eos_tokens:
+        s = time.perf_counter()
+        tokens.append(int(np.argmax(step(tokens[-1], n + len(tokens) - 1))))
+        steps.append(time.perf_counter() - s)
+        if on_token:
+            on_token(tokens[-1])
+    return tokens, steps
+
+
 class LanguageModelRunner:
     """The ``prefill`` and ``decode`` pipelines of a verified artifact; ``generate`` runs greedy decoding.
 
@@ -160,10 +189,7 @@ class LanguageModelRunner:
                 f"the prompt is {n} tokens (visual tokens included), longer than the exported prefill length "
                 f"{self.prefill_len}: shorten the prompt or re-export with a longer prefill"
             )
-        if n < 1 or max_new_tokens < 1:
-            raise UserError(
-                f"nothing to generate from {n} prompt tokens and {max_new_tokens} new tokens: pass both >= 1"
-            )
+        check_counts(n, max_new_tokens)
         if n + max_new_tokens - 1 > self.max_len:
             raise UserError(
                 f"{n} prompt tokens + {max_new_tokens} new tokens exceed the KV cache of {self.max_len}: "
@@ -177,21 +203,17 @@ class LanguageModelRunner:
         self.prefill.retain(function)  # one prefill length resident at a time: each holds its own packed weights
         env = self.prefill.run(feeds, function=function)
         logits = env[LOGITS][0]
-        tokens = [int(np.argmax(logits))]
+        first = int(np.argmax(logits))
         ttft = time.perf_counter() - t0
-        if on_token:
-            on_token(tokens[0])
         caches = {past: env[present] for past, present in zip(self.pasts, self.presents, strict=True)}
-        steps: list[float] = []
-        while len(tokens) < max_new_tokens and tokens[-1] not in eos_tokens:
-            s = time.perf_counter()
-            feeds = {INPUTS_EMBEDS: self.row(tokens[-1]), POSITION: np.array([n + len(tokens) - 1], np.int64)}
-            env = self.decode.run({**feeds, **caches})
-            caches = {past: env[present] for past, present in zip(self.pasts, self.presents, strict=True)}
-            tokens.append(int(np.argmax(env[LOGITS][0])))
-            steps.append(time.perf_counter() - s)
-            if on_token:
-                on_token(tokens[-1])
+
+        def step(token: int, position: int) -> np.ndarray:
+            feeds = {INPUTS_EMBEDS: self.row(token), POSITION: np.array([position], np.int64)}
+            out = self.decode.run({**feeds, **caches})
+            caches.update((past, out[present]) for past, present in zip(self.pasts, self.presents, strict=True))
+            return out[LOGITS][0]
+
+        tokens, steps = decode_greedily(first, step, n, max_new_tokens, eos_tokens, on_token)
         return Generation(tokens, logits, n, length, ttft, sum(steps), steps)
 
 

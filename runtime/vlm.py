@@ -24,7 +24,7 @@ from edgetrim.runtime.contract import IMAGE_TOKEN as IMAGE_PLACEHOLDER
 from edgetrim.runtime.contract import PROMPT_FIELD
 from edgetrim.runtime.errors import UserError
 from edgetrim.runtime.llm import Generation, LanguageModelRunner, load_tokenizer, splice_visual
-from edgetrim.runtime.manifest import open_artifact
+from edgetrim.runtime.manifest import Artifact, open_artifact
 from edgetrim.runtime.preprocess import load_image, preprocess
 
 
@@ -82,16 +82,21 @@ class VlmPipeline:
         memory_budget_mb: float | None = None,
         providers: Providers | None = None,
         prompt: str | None = None,
+        language_model: Callable[[Artifact], LanguageModelRunner] | None = None,
     ) -> None:
         """``prompt``: the one the first generation asks, so the prefill length it runs loads now, not
-        inside its time to first token (default: the longest, P)."""
+        inside its time to first token (default: the longest, P). ``language_model``: what runs the text side
+        (default: the artifact's own prefill / decode chunks); it gets the verified artifact."""
         t0 = time.perf_counter()
         self.artifact = open_artifact(root, (contract.VLM,))
         t1 = time.perf_counter()
         self.llm = self.artifact.manifest["llm"]
         self.tokenizer = load_tokenizer(self.artifact.data_file(contract.TOKENIZER))
         self.vision = ChunkLoader(self.artifact, memory_budget_mb, providers=providers, pipeline=contract.VISION)
-        self.lm = LanguageModelRunner(self.artifact, memory_budget_mb, providers)
+        if language_model is None:
+            self.lm = LanguageModelRunner(self.artifact, memory_budget_mb, providers)
+        else:
+            self.lm = language_model(self.artifact)
         self.vision.warm()
         self.lm.warm(None if prompt is None else self.prompt_tokens(prompt))
         self.load_ms = {"verify_ms": (t1 - t0) * 1e3, "load_ms": (time.perf_counter() - t1) * 1e3}

@@ -21,11 +21,10 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from edgetrim.export.families.checkpoint import CONFIG_FILE, WEIGHTS_FILE
 from edgetrim.export.families.vae import (
-    CONFIG_FILE,
     ENCODER_PREFIXES,
     PRESETS,
-    WEIGHTS_FILE,
     OpenSoraVAE,
     VAEConfig,
     build_preset,

@@ -17,6 +17,8 @@ from torch import nn
 from edgetrim.runtime.errors import UserError
 
 KeyMap = tuple[tuple[str, str], ...]
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
 
 
 @dataclass
@@ -113,6 +115,17 @@ def load_state(module: nn.Module, state: dict[str, torch.Tensor], what: str, fol
             "the checkpoint does not match its config.json"
         )
     module.load_state_dict({k: v for k, v in state.items() if k in expected}, strict=False)
+
+
+def save_folder(config: dict, state: dict[str, torch.Tensor], folder: str | Path) -> Path:
+    """Write ``config.json`` + ``model.safetensors`` (the published single-file layout) into ``folder``."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+    save_file({k: v.contiguous() for k, v in state.items()}, str(folder / WEIGHTS_FILE))
+    return folder
 
 
 def resolve_folder(spec: str) -> tuple[Path, str]:

@@ -29,12 +29,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgetrim.export.families.checkpoint import Source
+from edgetrim.export.families.checkpoint import CONFIG_FILE, Source, save_folder
 from edgetrim.export.reducers import tdtm
 from edgetrim.runtime.errors import UserError
 
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.safetensors"
 VAE_FACTOR = 8
 DEFAULT_FPS = 24.0
 FREQ_DIM = 256
@@ -470,13 +468,7 @@ def build_preset(name: str, seed: int = 0) -> STDiT3:
 
 def save_checkpoint(model: STDiT3, folder: str | Path) -> Path:
     """Write ``config.json`` + ``model.safetensors`` in the published layout."""
-    from safetensors.torch import save_file
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / CONFIG_FILE).write_text(json.dumps(model.config.to_dict(), indent=2) + "\n")
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / WEIGHTS_FILE))
-    return folder
+    return save_folder(model.config.to_dict(), model.state_dict(), folder)
 
 
 def load_checkpoint(folder: Path) -> STDiT3:

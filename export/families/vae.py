@@ -20,7 +20,6 @@ latents [B, C, T, h, w] -> ``/ scaling_factor`` -> the 2-D decoder on micro-batc
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -29,11 +28,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgetrim.export.families.checkpoint import KeyMap, Source, read_config, read_tensors, weight_files
+from edgetrim.export.families.checkpoint import (
+    KeyMap,
+    Source,
+    read_config,
+    read_tensors,
+    save_folder,
+    weight_files,
+)
 from edgetrim.runtime.errors import UserError
 
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.safetensors"
 MODEL_TYPE = "VideoAutoencoderPipeline"
 TEMPORAL_TYPE = "VAE_Temporal_SD"
 SPATIAL_TYPE = "VideoAutoencoderKL"
@@ -552,13 +556,7 @@ def build_preset(name: str, seed: int = 0) -> OpenSoraVAE:
 
 def save_checkpoint(model: OpenSoraVAE, folder: str | Path) -> Path:
     """Write ``config.json`` + ``model.safetensors`` in the published layout (decoder side and scale/shift)."""
-    from safetensors.torch import save_file
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / CONFIG_FILE).write_text(json.dumps(model.config.to_dict(), indent=2) + "\n")
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / WEIGHTS_FILE))
-    return folder
+    return save_folder(model.config.to_dict(), model.state_dict(), folder)
 
 
 def checkpoint_names(folder: Path) -> list[str]:

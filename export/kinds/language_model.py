@@ -47,7 +47,9 @@ HEAD_CHUNK = "lm_head"  # final norm + LM head (a vlm's vision chunks have their
 MIN_BUCKET_TEXT = 16  # the smallest text budget a default prefill bucket gets
 
 
-def lengths(opts: ExportOptions, kind: str, fixed: int, template_tokens: int = 0) -> tuple[list[int], int]:
+def lengths(
+    opts: ExportOptions, kind: str, kv_cache: str, fixed: int, template_tokens: int = 0
+) -> tuple[list[int], int]:
     """(prefill lengths ascending, L). The largest, P, is ``fixed`` (the K visual tokens) + a text budget
     unless given; L = P + 64 unless given. The smaller ones (prefill buckets) are `prefill_buckets` as
     given, else ``fixed`` + the text budget halved down to ``MIN_BUCKET_TEXT``: the runtime prefills a
@@ -69,7 +71,7 @@ def lengths(opts: ExportOptions, kind: str, fixed: int, template_tokens: int = 0
     if groups < 1:
         raise UserError(f"`llm_chunks` {groups} must be at least 1: layer groups per language-model graph")
     buckets = opts.value("prefill_buckets", kind)
-    if buckets is None and kv_cache_mode(opts, kind) == contract.KV_IO and opts.target == contract.COREML:
+    if buckets is None and kv_cache == contract.KV_IO and opts.target == contract.COREML:
         buckets = "none"  # iOS 17 packages hold their own weights: a bucket would store them once more
     return sorted({*prefill_buckets(buckets, p, fixed, least), p}), length
 
@@ -230,10 +232,10 @@ def plan(opts: ExportOptions, scratch: Path) -> Plan:
     kind = contract.LANGUAGE_MODEL
     model, source, tokenizer_dir = load(opts, scratch)
     quant = quantization(opts, kind, MODES, source.random_weights)
-    prefill_lengths, max_len = lengths(opts, kind, 0)
+    kv_cache = kv_cache_mode(opts, kind)
+    prefill_lengths, max_len = lengths(opts, kind, kv_cache, 0)
     prefill_len = prefill_lengths[-1]
     lm = LanguageModel(model, max_len, prefill_lengths).eval()
-    kv_cache = kv_cache_mode(opts, kind)
     chunks, pipelines = lm_chunks(lm, opts.value("llm_chunks", kind), quant.mode, kv_cache)
 
     def checks(root: Path) -> list[Check]:

@@ -155,7 +155,8 @@ def plan(opts: ExportOptions, scratch: Path) -> Plan:
             f"{vocab}: the tokenizer does not belong to this model"
         )
     template_tokens = len(prompt_ids(tok, template, "", src.image_token_id)) - 1
-    prefill_lengths, max_len = language_model.lengths(opts, kind, k, template_tokens)
+    kv_cache = language_model.kv_cache_mode(opts, kind)
+    prefill_lengths, max_len = language_model.lengths(opts, kind, kv_cache, k, template_tokens)
     prefill_len = prefill_lengths[-1]
     lm = LanguageModel(src.model, max_len, prefill_lengths).eval()
     if src.tower.output_size != lm.dims.hidden:
@@ -163,7 +164,6 @@ def plan(opts: ExportOptions, scratch: Path) -> Plan:
             f"the vision tokens are {src.tower.output_size}-wide but the language model is {lm.dims.hidden}-wide: "
             "the checkpoint's projector does not match its language model"
         )
-    kv_cache = language_model.kv_cache_mode(opts, kind)
     lm_chunks, lm_pipelines = language_model.lm_chunks(lm, opts.value("llm_chunks", kind), quant.mode, kv_cache)
     llm = language_model.lm_section(lm, quant.on, kv_cache) | {
         "visual_tokens": k,
