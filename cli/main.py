@@ -103,6 +103,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
             genai = parse_genai(opts.genai) if opts.genai is not None else None
             tokens, runs = opts.max_new_tokens or 16, opts.runs or 3
             report = bench_budgets(args.artifact, budgets, out, tokens, runs, show, precisions, genai)
+        elif kind == contract.VIDEO_DENOISER and opts.decoder is not None:
+            from edgetrim.runtime.text_to_video_bench import bench_text_to_video
+
+            steps, merge, leap, budget = opts.steps or 30, opts.merge_steps, opts.leap_at, opts.memory_budget_mb
+            report = bench_text_to_video(
+                args.artifact, opts.decoder, opts.text_encoder, steps, merge, leap, budget, out, show
+            )
         elif kind == contract.VIDEO_DENOISER:
             from edgetrim.runtime.video_bench import bench_video
 
@@ -114,6 +121,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
             repeats = 20 if opts.repeats is None else opts.repeats
             report = bench(args.artifact, opts.memory_budget_mb, repeats, out, show)
     render.bench_summary(kind, report)
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    exporter()
+    from edgetrim.calib.calibrate import CalibrateOptions, calibrate
+
+    opts = CalibrateOptions(**{k: v for k, v in vars(args).items() if k not in ("command", "func")})
+    with render.progress() as (show, advance):
+        report = calibrate(opts, step=show, advance=advance)
+    render.calibrate_summary(report)
     return 0
 
 
@@ -140,7 +158,10 @@ def export_parser(sub) -> None:
     ex.add_argument("--no-validate", dest="validate", action="store_false", help="skip validation")
     vision = ex.add_argument_group("vision-encoder and vlm models")
     vision.add_argument("--reduce", help="hired (default) | none")
-    vision.add_argument("--budget", help="fraction of tokens kept (0.2, default) or an absolute K (230)")
+    vision.add_argument(
+        "--budget", help="fraction of tokens kept (0.2, default), an absolute K (230), or auto (--calibration)"
+    )
+    vision.add_argument("--calibration", type=Path, help="with --budget auto: the --out folder of edgetrim calibrate")
     vision.add_argument("--alpha", type=float, help="share of the budget for the full view (default 0.5)")
     vision.add_argument("--grid", help="AnyRes grid ROWSxCOLS; 1x1 for a single view (default 2x2)")
     vision.add_argument("--image-size", type=int, help="side of each view in pixels (default: the model's)")
@@ -205,7 +226,7 @@ def run_parser(sub) -> None:
     text = run.add_argument_group("vlm and language-model artifacts")
     text.add_argument("--prompt", help="the question / prompt text")
     text.add_argument("--max-new-tokens", type=int, help="greedy tokens to generate (default 32)")
-    video = run.add_argument_group("video-denoiser (and text-encoder) artifacts")
+    video = run.add_argument_group("video-denoiser artifacts (with a text encoder and a decoder: text to video)")
     video.add_argument("--caption", type=Path, help="caption embeddings .npy/.npz (default: seeded random)")
     video.add_argument("--text-encoder", type=Path, help="text-encoder artifact to encode --prompt-text")
     video.add_argument("--prompt-text", help="caption text (for --text-encoder, or a text-encoder artifact)")
@@ -217,6 +238,7 @@ def run_parser(sub) -> None:
     video.add_argument("--guidance", type=float, help="classifier-free guidance scale (default 7.0)")
     video.add_argument("--seed", type=int, help="noise seed (default 0)")
     video.add_argument("--noise", type=Path, help="initial latent .npy [C, T, H, W] (default: seeded noise)")
+    video.add_argument("--decoder", type=Path, help="video-decoder artifact: decode the latent to video.mp4 + GIF")
     video.add_argument("--out", type=Path, help="folder for the outputs (default DIR/run)")
     decoder = run.add_argument_group("video-decoder artifacts")
     decoder.add_argument("--latent", type=Path, help="latent .npy [C, T, h, w] -> video.mp4 + video.gif + run.json")
@@ -229,7 +251,9 @@ def bench_parser(sub) -> None:
     be.add_argument("--out", type=Path, help="folder for the JSON, markdown and PNG (default DIR/bench)")
     be.add_argument("--verify", choices=POLICIES, help=VERIFY_HELP)
     chunks = be.add_argument_group("vision-encoder and text-encoder artifacts: resident vs streaming vs naive")
-    chunks.add_argument("--memory-budget", dest="memory_budget_mb", type=float, help="MB (default: two chunks)")
+    chunks.add_argument(
+        "--memory-budget", dest="memory_budget_mb", type=float, help="MB (default: two chunks; also text -> video)"
+    )
     chunks.add_argument("--repeats", type=int, help="repeated invocations after the first (default 20)")
     vlm = be.add_argument_group("vlm artifacts: the model at several budgets and precisions")
     vlm.add_argument("--budgets", help="budgets to compare, 1.0 = no reduction (default 1.0,0.5,0.2,0.1)")
@@ -242,9 +266,36 @@ def bench_parser(sub) -> None:
     video.add_argument("--merge-steps", type=int, help="TDTM steps of the candidate (default steps/2)")
     video.add_argument("--leap-at", type=int, help="leap step of the candidate (default steps/2)")
     video.add_argument("--step-repeats", type=int, help="repeats of the one-step timing (default 3)")
+    video.add_argument("--decoder", type=Path, help="text -> video: also this video-decoder artifact, stage by stage")
+    video.add_argument("--text-encoder", type=Path, help="text -> video: the text encoder of the first stage")
     load = be.add_argument_group("any ONNX artifact: portable graph loaded cold and cached vs pre-optimized")
     load.add_argument("--onnx-load", action="store_const", const=True, help="measure loading (takes --runs, --repeats)")
     be.set_defaults(func=cmd_bench)
+
+
+def calibrate_parser(sub) -> None:
+    ca = sub.add_parser("calibrate", help="find the smallest token budget that keeps the model's answers")
+    ca.add_argument(
+        "--model", help="VLM preset or LLaVA folder (--with-llm), or a vision encoder (default clip-vit-b16)"
+    )
+    ca.add_argument("--out", type=Path, required=True, help="folder for report.json, report.md, fidelity_vs_budget.png")
+    ca.add_argument("--calib-images", type=Path, help="folder of calibration images (default: built-in set)")
+    ca.add_argument("--calib-prompts", type=Path, help="VLM: calibration prompts, one a line (default: built-in)")
+    ca.add_argument(
+        "--target-fidelity", type=float, default=argparse.SUPPRESS, help="mean fidelity to keep, in (0, 1] (0.95)"
+    )
+    ca.add_argument("--metric", help="first-token (VLM default) | kl | greedy | cosine (vision encoders' only one)")
+    ca.add_argument("--budgets", help="fractions 0.1,0.2,... or a range start:stop:step (default 0.05:1.0:0.05)")
+    ca.add_argument("--alphas", help="HiRED full-view shares to try, e.g. 0.3,0.5 (default 0.5)")
+    ca.add_argument(
+        "--greedy-tokens", type=int, default=argparse.SUPPRESS, help="VLM: greedy tokens compared (default 8)"
+    )
+    ca.add_argument("--grid", help="AnyRes grid ROWSxCOLS (default 2x2; export with the same)")
+    ca.add_argument("--image-size", type=int, help="side of each view in pixels (default: the model's)")
+    ca.add_argument("--feature-layer", type=int, help="LLaVA-style hidden-state index for folders (CLIP -2)")
+    ca.add_argument("--with-llm", action="store_true", help="a LLaVA folder: calibrate the whole VLM")
+    ca.add_argument("--measure", action="store_true", help="VLM: export the choice to ONNX and time TTFT vs 100%%")
+    ca.set_defaults(func=cmd_calibrate)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -253,6 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     export_parser(sub)
     run_parser(sub)
     bench_parser(sub)
+    calibrate_parser(sub)
     sub.add_parser("presets", help="list built-in presets").set_defaults(func=cmd_presets)
     return parser
 

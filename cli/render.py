@@ -7,7 +7,15 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from edgetrim.runtime import contract
@@ -26,10 +34,11 @@ def error(message: str) -> None:
 
 @contextmanager
 def progress() -> Iterator[tuple]:
-    """(show(description), advance(done, total)): a spinner, or a bar once a total is known; off when stderr is
-    not a terminal (rich would leave blank lines there)."""
+    """(show(description), advance(done, total)): a spinner, or a bar with the time left once a total is known;
+    off when stderr is not a terminal (rich would leave blank lines there)."""
     columns = [SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn()]
-    with Progress(*columns, TimeElapsedColumn(), console=errors, transient=True, disable=not errors.is_terminal) as p:
+    columns += [TimeElapsedColumn(), TimeRemainingColumn()]
+    with Progress(*columns, console=errors, transient=True, disable=not errors.is_terminal) as p:
         task = p.add_task("starting", total=None)
 
         def advance(done: int, total: int) -> None:
@@ -94,6 +103,15 @@ def export_summary(r: dict) -> None:
                 "tokens kept K",
                 f"{r['tokens']} of {r['available_tokens']} ({r['kept_fraction']:.1%}) "
                 f"over {r['partitions']} partitions",
+            )
+        )
+    if "calibration" in r:
+        c = r["calibration"]
+        rows.append(
+            (
+                "budget auto",
+                f"{c['budget']} (alpha {c['alpha']}) from {c['report']}: mean {c['metric']} {c['achieved']:.4f} >= "
+                f"{c['target']} over {c['items']} items (worst {c['worst_item']:.4f})",
             )
         )
     if "llm_layers" in r:
@@ -235,6 +253,18 @@ def run_summary(root: Path, kind: str, s: dict, opts) -> None:
             ("latent", f"{list(result.latent.shape)} ({m['video']['tokens_per_frame']} tokens per frame)"),
             ("steps", f"{result.steps_run} of {s['steps']} run: {tdtm} tdtm + {result.steps_run - tdtm} plain; {leap}"),
             ("time per step", f"{per_step} (mean), total {sum(result.step_ms) / 1e3:.1f} s"),
+        ]
+        record, stages = s["record"], s["record"]["stages"]
+        if "video" in record:
+            shape = record["video"]["frames_shape"]
+            rows.append(("video", f"{shape[0]} frames of {shape[2]}x{shape[1]} at {record['video']['fps']:g} fps"))
+            rows += [("note", record["video"]["note"])] if "note" in record["video"] else []
+        rows += [
+            (
+                "stages",
+                "; ".join(f"{r['stage']} {r['ms'] / 1e3:.1f} s, peak {r['peak_rss_mb']:.0f} MB" for r in stages)
+                + ("" if record["peak_rss"] == "per stage" else " (running peak)"),
+            ),
             ("wrote", ", ".join(s["written"])),
         ]
         facts(f"edgetrim run {root}", rows)
@@ -347,7 +377,10 @@ def bench_summary(kind: str, report: dict) -> None:
                 r["measurement"], r["baseline"], r["candidate"], f"{r['ratio']:.3f}x", r["reference"], r["goal"]
             )
         console.print(table)
-        console.print(goals_line(report["goals"]))
+        if "legend" in meta:
+            console.print(meta["legend"])
+        if report["goals"]:
+            console.print(goals_line(report["goals"]))
     else:
         summary, results = report["summary"], report["results"]
         table = Table(
@@ -375,6 +408,45 @@ def bench_summary(kind: str, report: dict) -> None:
         )
     if meta["random_weights"]:
         console.print("weights: random (seeded preset); timings and memory are those of the real shapes")
+    console.print("wrote " + ", ".join(report["files"]))
+
+
+def calibrate_summary(report: dict) -> None:
+    """The candidates' table (each metric's mean / min over items) and the choice with its confidence."""
+    metrics, chosen = report["metrics"], report["chosen"]
+    calib = report["calibration"]
+    table = Table(
+        title=f"edgetrim calibrate {report['model']} ({report['kind']}, {report['items']} items, target mean "
+        f"{report['metric']} >= {report['target']})",
+        title_justify="left",
+    )
+    for col in ("budget", "alpha", "K", "rel. prefill", *(f"{m} mean/min" for m in metrics), "meets"):
+        table.add_column(col, justify="right")
+    for r in report["candidates"]:
+        picked = chosen is not None and (r["budget"], r["alpha"]) == (chosen["budget"], chosen["alpha"])
+        table.add_row(
+            f"{r['budget']:g}",
+            f"{r['alpha']:g}",
+            str(r["tokens"]),
+            f"{r['relative_prefill']:.3f}",
+            *(f"{r['metrics'][m]['mean']:.3f}/{r['metrics'][m]['min']:.3f}" for m in metrics),
+            "chosen" if picked else "yes" if r["meets_target"] else "no",
+        )
+    console.print(table)
+    skipped = f", {len(calib['skipped'])} unreadable skipped" if calib["skipped"] else ""
+    console.print(
+        f"calibration set {calib['source']}: {calib['images']} images{skipped}, sha256 {calib['sha256'][:12]}; "
+        f"vision passes {report['vision_passes']} (one per image), {report['seconds']:.1f}s"
+    )
+    console.print(("chosen: " if chosen else "") + report["confidence"])
+    if "measure" in report:
+        m = report["measure"]
+        console.print(
+            f"measured ({m['target']}): TTFT {m['ttft_ms']:.0f} ms vs {m['unreduced_ttft_ms']:.0f} ms unreduced "
+            f"({m['ttft_ratio']:.2f}x)"
+        )
+    if report["random_weights"]:
+        console.print(f"weights: {report['note']}")
     console.print("wrote " + ", ".join(report["files"]))
 
 

@@ -56,6 +56,7 @@ def write_chunks(plan: Plan, folder: Path, target: str, step: Callable[[str], No
         stem = "model" if len(plan.chunks) == 1 else f"{i:02d}-{chunk.name}"
         fp16 = plan.precision == "fp16"
         separate = {"separate": True} if chunk.coreml_ios17 and target == contract.COREML else {}
+        separate |= {"tied": chunk.tied} if chunk.tied is not None and target == contract.ONNX else {}
         written = writer.write(chunk.functions, chunk.example, folder, stem, fp16, chunk.quantize, **separate)
         examples = chunk.examples()
         io = {}

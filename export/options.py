@@ -30,7 +30,7 @@ GATES = (*VISION_GATES, *LANGUAGE_GATES, *VIDEO_GATES, *TEXT_GATES)
 QUANTIZED_ONLY = (*GATES, "calib_images", "calib_prompts")  # need `quantize` int8/int4
 VISION_OPTIONS = {
     "reduce": "hired",  # hired | none
-    "budget": "0.2",  # a fraction with a decimal point, or an absolute K
+    "budget": "0.2",  # a fraction with a decimal point, an absolute K, or auto (from `calibration`)
     "alpha": 0.5,  # share of K for the full view
     "grid": "2x2",  # AnyRes grid ROWSxCOLS
     "image_size": None,  # None: the model's
@@ -39,6 +39,7 @@ VISION_OPTIONS = {
     "chunk_mb": None,  # or block groups of at most this many MB
     "quantize": "none",  # none | int8 (vision chunks quantize to int8 only)
     "calib_images": None,  # folder of calibration images (None: the built-in set)
+    "calibration": None,  # with `budget` auto: the folder edgetrim calibrate wrote (its report.json)
     **VISION_GATES,
 }
 LANGUAGE_OPTIONS = {
@@ -105,6 +106,7 @@ class ExportOptions:
     feature_layer: int | None = None
     chunks: int | None = None
     chunk_mb: float | None = None
+    calibration: Path | None = None  # `budget` auto: an edgetrim calibrate report folder
     # vlm
     template: str | None = None
     # quantization (every kind): mode, calibration data, fidelity gates

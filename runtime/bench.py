@@ -30,7 +30,8 @@ KIND_OPTIONS = {  # what ``edgetrim bench`` measures per kind, and the options i
     contract.VISION_ENCODER: {"memory_budget_mb", "repeats", "out"},
     contract.TEXT_ENCODER: {"memory_budget_mb", "repeats", "out"},
     contract.VLM: {"budgets", "precisions", "genai", "max_new_tokens", "runs", "out"},
-    contract.VIDEO_DENOISER: {"steps", "merge_steps", "leap_at", "step_repeats", "out"},
+    contract.VIDEO_DENOISER: {"steps", "merge_steps", "leap_at", "step_repeats", "out", "decoder", "text_encoder"}
+    | {"memory_budget_mb"},
     contract.LANGUAGE_MODEL: set(),
     contract.VIDEO_DECODER: set(),
 }
@@ -57,6 +58,8 @@ class BenchOptions:
     merge_steps: int | None = None  # video: TDTM steps of the candidate (default steps/2)
     leap_at: int | None = None  # video: leap step of the candidate (default steps/2)
     step_repeats: int | None = None  # video: repeats of the one-step timing (default 3)
+    decoder: Path | None = None  # video: bench text -> video across the denoiser and this video decoder
+    text_encoder: Path | None = None  # video, with decoder: the text encoder of the first stage
     onnx_load: bool | None = None  # any ONNX artifact: portable load (cold, cached) vs pre-optimized
     verify: str | None = None  # every kind: sha256 "once" (default) or "always" before measuring
 
@@ -68,6 +71,13 @@ class BenchOptions:
             return
         if not KIND_OPTIONS[kind]:
             raise UserError(f"edgetrim bench does not measure {kind} artifacts: {NOT_BENCHED[kind]}")
+        if kind == contract.VIDEO_DENOISER:
+            given = {f.name for f in fields(self) if getattr(self, f.name) is not None}
+            pipeline_only, denoiser_only = {"text_encoder", "memory_budget_mb"} & given, {"step_repeats"} & given
+            if self.decoder is None and pipeline_only:
+                raise UserError(f"`{min(pipeline_only)}` applies to the text -> video bench: add `decoder` DIR")
+            if self.decoder is not None and denoiser_only:
+                raise UserError("`step_repeats` applies to the denoiser bench without `decoder`: drop one of them")
         for f in fields(self):
             if getattr(self, f.name) is not None and f.name not in KIND_OPTIONS[kind] | {"verify"}:
                 takers = [k for k, names in KIND_OPTIONS.items() if f.name in names]
@@ -89,6 +99,16 @@ def peak_rss_mb() -> float:
 
     usage = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return usage / (1 << 20) if sys.platform == "darwin" else usage / 1024
+
+
+def reset_peak_rss() -> bool:
+    """Restart this process's peak RSS (VmHWM) at its current RSS (Linux: /proc/self/clear_refs); False where
+    that is not possible (the peak then keeps running from the process's start)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
 
 
 def default_budget_mb(chunks: list[dict]) -> float:

@@ -55,9 +55,12 @@ def chunk_bytes(chunk: dict) -> int:
     return sum(f["bytes"] for f in chunk["files"])
 
 
-def plan_memory(chunks: list[dict], budget_mb: float | None, overlap: bool = True) -> MemoryPlan:
-    """Longest resident prefix such that resident bytes + the streaming slot(s) fit the budget."""
-    sizes = [chunk_bytes(c) for c in chunks]
+def plan_memory(
+    chunks: list[dict], budget_mb: float | None, overlap: bool = True, sizes: list[int] | None = None
+) -> MemoryPlan:
+    """Longest resident prefix such that resident bytes + the streaming slot(s) fit the budget. ``sizes``:
+    each chunk's bytes (default: its files', ``chunk_bytes``)."""
+    sizes = sizes or [chunk_bytes(c) for c in chunks]
     if budget_mb is None:
         return MemoryPlan(tuple(range(len(chunks))), (), False, None)
     budget = int(budget_mb * MB)
@@ -201,7 +204,8 @@ class ChunkLoader:
         self.output_names = outputs or [o["name"] for o in artifact.io(self.chunks[-1], function)[1]]
         self.checked: set[str | None] = set()
         self._check(function)
-        self.plan = plan_memory(self.chunks, memory_budget_mb, overlap)
+        sizes = [artifact.weight_bytes(c) for c in self.chunks]
+        self.plan = plan_memory(self.chunks, memory_budget_mb, overlap, sizes)
         self.lean = bool(self.plan.streamed) if lean is None else lean  # lean sessions when streaming
         self.timeline = Timeline()
         self.graph_cache: Counter[str] = Counter()  # ONNX loads by optimized-graph cache result: hit / miss / off

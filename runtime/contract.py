@@ -13,8 +13,9 @@ Artifact kinds and their pipelines (chunk names in run order):
 - ``video-denoiser``: ``caption``, ``denoiser`` (depth chunks hold functions ``plain`` and ``tdtm``);
   top-level file ``null_caption``
 - ``text-encoder``: ``text_encoder``; top-level file ``tokenizer``
-- ``video-decoder``: ``temporal`` (per micro-frame chunk of latent frames; ``temporal_last`` for a shorter
-  last chunk, same weights), ``spatial`` (per micro-batch of frames)
+- ``video-decoder``: ``temporal`` (per micro-frame chunk of latent frames; its chunks hold a function
+  ``latents_<k>`` per chunk length, e.g. ``latents_5`` and a shorter last ``latents_2``, over the same
+  weights), ``spatial`` (per micro-batch of frames)
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ QUANTIZATIONS = (INT8_DYNAMIC, INT4_DYNAMIC, INT8_WEIGHT, INT4_WEIGHT)
 
 # ------------------------------------------------------------------------------------------- pipelines
 VISION, PREFILL, DECODE, CAPTION, DENOISER, TEXT = "vision", "prefill", "decode", "caption", "denoiser", "text_encoder"
-TEMPORAL, TEMPORAL_LAST, SPATIAL = "temporal", "temporal_last", "spatial"  # video decoder
+TEMPORAL, SPATIAL = "temporal", "spatial"  # video decoder
 DEFAULT_PIPELINE = "main"  # the one pipeline of a manifest that names none (all chunks in order)
 
 # ------------------------------------------------------------------------------------------- file roles
@@ -66,6 +67,12 @@ TOKENIZER_FILES["special_tokens_map.json"] = SPECIAL_TOKENS_MAP
 DATA_FILES = {EMBEDDING: "embed_tokens.npy", EMBEDDING_SCALES: "embed_scales.npy", NULL_CAPTION: "null_caption.npy"}
 # llm["embedding_dtype"]: the table as stored; int8 is symmetric per row (scale max|row| / 127, 1 for a zero row)
 EMBEDDING_FLOAT32, EMBEDDING_FLOAT16, EMBEDDING_INT8 = "float32", "float16", "int8"
+# int8_block (quantized ONNX exports of a model whose LM head is tied to the table): the head chunk's
+# MatMulNBits weight, read by its graphs from these same files (llm["embedding_tied"] names that chunk):
+# q + EMBEDDING_ZERO_POINT as uint8 [V, D], scales [V, D / block] float32 (one per block of D), row i block j
+# is (values[i, j*block:(j+1)*block] - EMBEDDING_ZERO_POINT) * scales[i, j]
+EMBEDDING_INT8_BLOCK = "int8_block"
+EMBEDDING_ZERO_POINT = 128
 
 
 def program_role(function: str, first: bool) -> str:
@@ -82,6 +89,12 @@ def prefill_function(length: int) -> str:
     """Function of a language-model chunk that prefills ``length`` positions (one per prefill length;
     beside it the chunk holds ``decode``, over the same weights)."""
     return f"{PREFILL}_{length}"
+
+
+def temporal_function(latent_frames: int) -> str:
+    """Function of a video-decoder temporal chunk that decodes a micro-frame chunk of ``latent_frames`` latent
+    frames (one per chunk length: the full one, e.g. ``latents_5``, and a shorter last one, over the same weights)."""
+    return f"latents_{latent_frames}"
 
 
 def method_name(function: str) -> str:
@@ -160,6 +173,7 @@ def as_json() -> dict:
         "cache_names(1)": cache_names(1),
         "method_name('tdtm')": method_name(TDTM),
         "prefill_function(96)": prefill_function(96),
+        "temporal_function(2)": temporal_function(2),
         "program_role('tdtm', false)": program_role(TDTM, False),
         "temporal_name(3)": temporal_name(3),
         "spatial_name(3)": spatial_name(3),

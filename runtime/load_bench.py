@@ -83,8 +83,9 @@ def bench_load(root: Path, rounds: int, repeats: int, out: Path | None, progress
                     timing = rows[label]
                     for mode in MODES:
                         source = baseline[label] if mode == "preoptimized" else path
-                        backend, load = timed_open(source, chunk, None if mode == "preoptimized" else sha,
-                                                   mode == "preoptimized")
+                        backend, load = timed_open(
+                            source, chunk, None if mode == "preoptimized" else sha, mode == "preoptimized"
+                        )
                         expected = "miss" if mode == "cold" else "hit" if mode == "cached" else "off"
                         if backend.cache != expected:
                             raise UserError(f"{label}: the ONNX cache gave {backend.cache}, expected {expected}")

@@ -94,6 +94,15 @@ class Artifact:
                 return self.root / entry["path"]
         raise UserError(f"the artifact lists no {role} file: re-export it")
 
+    def weight_bytes(self, chunk: dict) -> int:
+        """Bytes a chunk's sessions read: its own files, and for the head tied to the embedding table
+        (``llm.embedding_tied``) the table and its scales, which its graphs read as their weight."""
+        own = sum(f["bytes"] for f in chunk["files"])
+        if self.manifest.get("llm", {}).get("embedding_tied") != chunk["name"]:
+            return own
+        tied = (contract.EMBEDDING, contract.EMBEDDING_SCALES)
+        return own + sum(f["bytes"] for f in self.manifest.get("files", []) if f["role"] in tied)
+
     def program(self, chunk: dict, function: str | None = None) -> tuple[Path, str]:
         """(program file, method name) that runs ``function`` of a chunk.
 
@@ -219,15 +228,26 @@ def check_file_entries(path: Path, owner: str, files) -> None:
 
 
 def check_embedding(path: Path, manifest: dict) -> None:
-    """An int8 embedding table lists its per-row scales (``embedding_scales``)."""
+    """An int8 / int8_block embedding table lists its scales (``embedding_scales``); a table tied to the LM
+    head (``llm.embedding_tied``, int8_block and only it) names one of the artifact's chunks."""
     llm = manifest.get("llm")
-    if not isinstance(llm, dict) or llm.get("embedding_dtype") != contract.EMBEDDING_INT8:
+    if not isinstance(llm, dict):
         return
-    if contract.EMBEDDING_SCALES not in {entry["role"] for entry in manifest.get("files", [])}:
+    dtype, tied = llm.get("embedding_dtype"), llm.get("embedding_tied")
+    if dtype in (contract.EMBEDDING_INT8, contract.EMBEDDING_INT8_BLOCK) and contract.EMBEDDING_SCALES not in {
+        entry["role"] for entry in manifest.get("files", [])
+    }:
         raise UserError(
-            f"{path}: llm.embedding_dtype is int8 but the artifact lists no {contract.EMBEDDING_SCALES} file "
-            f"(the table's per-row scales): {DAMAGED}"
+            f"{path}: llm.embedding_dtype is {dtype} but the artifact lists no {contract.EMBEDDING_SCALES} file "
+            f"(the table's {'block' if dtype == contract.EMBEDDING_INT8_BLOCK else 'per-row'} scales): {DAMAGED}"
         )
+    if (dtype == contract.EMBEDDING_INT8_BLOCK) != ("embedding_tied" in llm):
+        raise UserError(
+            f"{path}: llm.embedding_dtype is {dtype} {'with' if 'embedding_tied' in llm else 'without'} "
+            f"llm.embedding_tied: a tied table is int8_block and names its head chunk, and only it: {DAMAGED}"
+        )
+    if "embedding_tied" in llm and not any(chunk["name"] == tied for chunk in manifest["chunks"]):
+        raise UserError(f"{path}: llm.embedding_tied names no chunk of the artifact ({tied!r}): {DAMAGED}")
 
 
 def check_chunks(path: Path, chunks) -> None:

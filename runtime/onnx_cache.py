@@ -71,8 +71,10 @@ def optimize_into_cache(options, source: Path, program_sha256: str, provider_nam
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
         (partial / ENTRY).write_text(
-            json.dumps({"program_sha256": program_sha256, "source": source.name, "providers": provider_names,
-                        "level": level}, indent=1)
+            json.dumps(
+                {"program_sha256": program_sha256, "source": source.name, "providers": provider_names, "level": level},
+                indent=1,
+            )
         )
     except OSError:
         return None

@@ -21,7 +21,7 @@ KIND_OPTIONS = {
     contract.VLM: {"image", "prompt", "max_new_tokens"},
     contract.LANGUAGE_MODEL: {"prompt", "max_new_tokens"},
     contract.VIDEO_DENOISER: {"caption", "text_encoder", "prompt_text", "steps", "merge_steps", "leap_at", "lpl"}
-    | {"lpl_min_steps", "guidance", "seed", "out", "noise", "json"},
+    | {"lpl_min_steps", "guidance", "seed", "out", "noise", "json", "decoder"},
     contract.TEXT_ENCODER: {"prompt_text", "out"},
     contract.VIDEO_DECODER: {"latent", "out"},
 }
@@ -50,6 +50,7 @@ class RunOptions:
     out: Path | None = None
     noise: Path | None = None
     latent: Path | None = None
+    decoder: Path | None = None  # video denoiser: the video-decoder artifact that turns its latent into video
 
     def check(self, kind: str) -> None:
         for f in fields(self):
@@ -112,8 +113,13 @@ def run_language_model(root: Path, opts: RunOptions, on_text: Callable[[str], No
 
 
 def run_video(root: Path, opts: RunOptions, progress: Callable[[int, int], None]) -> dict:
+    """Caption (file, `text_encoder` + `prompt_text`, or a seeded stand-in) -> latent, and with `decoder` on to
+    the video: latent.npy, contact_sheet.png, [video.mp4, video.gif], timeline.png and run.json (last) in `out`."""
+    import json
+
     from edgetrim.runtime.sampler import LeapRule, check_plan
-    from edgetrim.runtime.video import VideoDenoiser, load_caption, load_noise, random_caption, write_outputs
+    from edgetrim.runtime.text_to_video import Sampling, generate, stage_rows, timeline_png
+    from edgetrim.runtime.video import load_caption, load_noise, random_caption, write_outputs
 
     steps, merge = opts.steps or 30, opts.merge_steps or 0
     check_plan(steps, merge, opts.leap_at)
@@ -131,33 +137,54 @@ def run_video(root: Path, opts: RunOptions, progress: Callable[[int, int], None]
         raise UserError("`caption` and `text_encoder` both set: pass caption embeddings or a text encoder, not both")
     if opts.prompt_text and opts.text_encoder is None:
         raise UserError("`prompt_text` on a video denoiser needs `text_encoder` DIR to encode it")
-    if opts.text_encoder is not None:  # checked under `verify` now; encode_prompt then finds its stamp
-        open_artifact(opts.text_encoder, (contract.TEXT_ENCODER,), opts.verify or ONCE)
+    policy = opts.verify or ONCE
+    denoiser = open_artifact(root, (contract.VIDEO_DENOISER,))  # verified by run(): finds the fresh stamp
+    video = denoiser.manifest["video"]
+    length, channels = video["caption_length"], video["caption_channels"]
+    decoder = open_artifact(opts.decoder, (contract.VIDEO_DECODER,), policy) if opts.decoder is not None else None
     seed = opts.seed or 0
+    if opts.caption is not None:
+        caption, note = load_caption(opts.caption, length, channels), str(opts.caption)
+    elif opts.text_encoder is not None:
+        from edgetrim.runtime.text import check_width, encode_prompt
+
+        encoder = open_artifact(opts.text_encoder, (contract.TEXT_ENCODER,), policy)
+        check_width(encoder, channels)
+        if not opts.prompt_text:
+            raise UserError("`text_encoder` needs `prompt_text`: pass the caption text")
+
+        def caption():
+            return encode_prompt(opts.text_encoder, opts.prompt_text, length, channels, opts.memory_budget_mb)
+
+        note = f"{opts.prompt_text!r} encoded by {opts.text_encoder}"
+    else:
+        caption, note = random_caption(length, channels, seed), f"seeded random stand-in ({seed})"
     noise = load_noise(opts.noise) if opts.noise is not None else None
-    with VideoDenoiser(root, opts.memory_budget_mb) as denoiser:
-        length, channels = denoiser.caption_shape()
-        if opts.caption is not None:
-            caption, note = load_caption(opts.caption, length, channels), str(opts.caption)
-        elif opts.text_encoder is not None:
-            from edgetrim.runtime.text import encode_prompt
+    sampling = Sampling(steps, merge, opts.leap_at, rule, opts.guidance, seed, noise)
+    generated = generate(denoiser, caption, sampling, decoder, opts.memory_budget_mb, lambda i: progress(i + 1, steps))
+    out = opts.out or Path(root) / "run"
+    random_weights = any(a.random_weights for a in (denoiser, decoder) if a is not None)
+    record, written = write_outputs(generated.sample, out, random_weights)
+    record |= {"caption": note, "stages": stage_rows(generated.stages), "memory": generated.plans}
+    record["peak_rss"] = "per stage" if generated.own_peaks else "running peak of the process"
+    if generated.decoded is not None:
+        from edgetrim.runtime.video_decoder import write_video
 
-            caption = encode_prompt(opts.text_encoder, opts.prompt_text, length, channels, opts.memory_budget_mb)
-            note = f"{opts.prompt_text!r} encoded by {opts.text_encoder}"
-        else:
-            caption, note = random_caption(length, channels, seed), f"seeded random stand-in ({seed})"
-        result = denoiser.generate(
-            caption, steps, merge, opts.leap_at, rule, opts.guidance, seed, lambda i: progress(i + 1, steps), noise
-        )
-        plan = denoiser.loader.plan.describe()
-    record = write_outputs(result, opts.out or Path(root) / "run", denoiser.artifact.random_weights)
+        frames = generated.decoded.frames
+        files, video_note = write_video(frames, out, decoder.manifest["decoder"]["fps"])
+        written += files
+        record["video"] = {"frames_shape": list(frames.shape), "fps": decoder.manifest["decoder"]["fps"]}
+        record["video"] |= {"note": video_note} if video_note else {}
+    written.append(timeline_png({"run": generated.timeline}, out / "timeline.png"))
+    record["timeline"] = generated.timeline
+    (out / "run.json").write_text(json.dumps(record, indent=2) + "\n")
+    written.append(out / "run.json")
     if opts.json:
-        import json
-
         opts.json.parent.mkdir(parents=True, exist_ok=True)
-        opts.json.write_text(json.dumps({k: v for k, v in record.items() if k != "written"}, indent=2) + "\n")
-    summary = {"manifest": denoiser.artifact.manifest, "result": result, "caption": note, "plan": plan}
-    return summary | {"steps": steps, "adaptive": rule is not None, "written": record["written"]}
+        opts.json.write_text(json.dumps(record, indent=2) + "\n")
+    summary = {"manifest": denoiser.manifest, "result": generated.sample, "caption": note}
+    summary |= {"plan": generated.plans[contract.VIDEO_DENOISER], "generated": generated, "record": record}
+    return summary | {"steps": steps, "adaptive": rule is not None, "written": [str(p) for p in written]}
 
 
 def run(

@@ -13,7 +13,7 @@ import numpy as np
 from edgetrim.runtime import contract
 from edgetrim.runtime.chunks import ChunkLoader
 from edgetrim.runtime.errors import UserError
-from edgetrim.runtime.manifest import open_artifact
+from edgetrim.runtime.manifest import Artifact, open_artifact
 from edgetrim.runtime.video import Caption, fit_caption
 
 
@@ -63,15 +63,21 @@ def run(root: Path, text: str | None, out: Path | None, memory_budget_mb: float 
     }
 
 
+def check_width(encoder: Artifact, channels: int) -> None:
+    """Refuse a text encoder whose embeddings are not the denoiser's ``channels`` wide (before anything runs)."""
+    width = encoder.manifest["text_encoder"]["hidden_size"]
+    if width != channels:
+        raise UserError(
+            f"the text encoder {encoder.root} gives {width}-wide embeddings, the denoiser takes {channels}: "
+            "pair the denoiser with its own text encoder"
+        )
+
+
 def encode_prompt(root: Path, text: str | None, length: int, channels: int, memory_budget_mb: float | None) -> Caption:
     """``--text-encoder DIR --prompt-text TEXT`` -> a Caption fitted to the denoiser's [L, C_cap]."""
     if not text:
         raise UserError("`text_encoder` needs `prompt_text`: pass the caption text")
+    check_width(open_artifact(root, (contract.TEXT_ENCODER,)), channels)
     embeds, mask = encode_text(root, text, memory_budget_mb)
-    if embeds.shape[1] != channels:
-        raise UserError(
-            f"the text encoder {root} gives {embeds.shape[1]}-wide embeddings, the denoiser takes {channels}: "
-            "pair the denoiser with its own text encoder"
-        )
     n = min(len(embeds), length)  # a longer encoder export is truncated to the denoiser's caption length
     return fit_caption(embeds[:n], mask[:n], length, channels, str(root))

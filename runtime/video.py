@@ -16,7 +16,6 @@ Open-Sora 1.2 does.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +24,7 @@ import numpy as np
 from edgetrim.runtime import contract
 from edgetrim.runtime.chunks import ChunkLoader
 from edgetrim.runtime.errors import UserError
-from edgetrim.runtime.manifest import open_artifact
+from edgetrim.runtime.manifest import Artifact, open_artifact
 from edgetrim.runtime.sampler import LeapRule, SampleResult, sample, shift_ratio, timesteps
 
 DENOISER_INPUTS = [contract.LATENT, contract.TIMESTEP, contract.CAPTION_TOKENS, contract.CAPTION_MASK]
@@ -89,10 +88,15 @@ def random_caption(length: int, channels: int, seed: int) -> Caption:
 
 
 class VideoDenoiser:
-    """A verified video-denoiser artifact with its caption and denoiser loaders."""
+    """A verified video-denoiser artifact (a folder, or an ``Artifact`` already read) with its caption and
+    denoiser loaders."""
 
-    def __init__(self, root: str | Path, memory_budget_mb: float | None = None, overlap: bool = True, **loader) -> None:
-        self.artifact = open_artifact(root, (contract.VIDEO_DENOISER,))
+    def __init__(
+        self, artifact: str | Path | Artifact, memory_budget_mb: float | None = None, overlap: bool = True, **loader
+    ) -> None:
+        self.artifact = (
+            artifact if isinstance(artifact, Artifact) else open_artifact(artifact, (contract.VIDEO_DENOISER,))
+        )
         self.video = self.artifact.manifest["video"]
         loader.setdefault("lean", True)  # two functions per depth chunk: per-session arenas would double memory
         self.captioner = ChunkLoader(self.artifact, None, pipeline=contract.CAPTION, **loader)
@@ -211,8 +215,8 @@ def load_noise(path: Path) -> np.ndarray:
         raise UserError(f"`noise` {path} is not a .npy file ({exc}): save it with numpy.save") from None
 
 
-def write_outputs(result: SampleResult, out: Path, random_weights: bool) -> dict:
-    """latent.npy, contact_sheet.png and run.json under ``out``; returns run.json's record."""
+def write_outputs(result: SampleResult, out: Path, random_weights: bool) -> tuple[dict, list[Path]]:
+    """latent.npy and contact_sheet.png under ``out``; returns (the sampling's record for run.json, paths)."""
     out.mkdir(parents=True, exist_ok=True)
     np.save(out / "latent.npy", result.latent)
     contact_sheet(result.latent, out / "contact_sheet.png")
@@ -225,5 +229,4 @@ def write_outputs(result: SampleResult, out: Path, random_weights: bool) -> dict
         "cosine_similarities": result.similarities,
         "random_weights": random_weights,
     }
-    (out / "run.json").write_text(json.dumps(record, indent=2) + "\n")
-    return record | {"written": [str(out / n) for n in ("latent.npy", "contact_sheet.png", "run.json")]}
+    return record, [out / "latent.npy", out / "contact_sheet.png"]

@@ -89,8 +89,9 @@ def memory_worker(root: str, budget_mb: float | None) -> dict:
     }
 
 
-def run_worker(*args) -> dict:
-    cmd = [sys.executable, "-m", "edgetrim.runtime.video_bench", "--worker", json.dumps(args)]
+def run_worker(*args, module: str = __name__) -> dict:
+    """``args`` (the worker's name first) run by ``module``'s worker entry in a fresh process -> its JSON."""
+    cmd = [sys.executable, "-m", module, "--worker", json.dumps(args)]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ))
     if proc.returncode != 0:
         tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
@@ -105,6 +106,7 @@ def markdown(meta: dict, rows: list[dict]) -> str:
         f"target {meta['target']}, latent {meta['latent_shape']} ({meta['tokens_per_frame']} tokens per frame), "
         f"depth {meta['depth']}; weights: {'random (seeded preset)' if meta['random_weights'] else 'checkpoint'}; "
         f"{meta['cpu_count']} CPU cores",
+        *([meta["legend"]] if "legend" in meta else []),
         "",
         "| measurement | baseline | candidate | ratio | reference | goal |",
         "|---|---|---|---|---|---|",

@@ -1,12 +1,15 @@
 """Latent video -> frames on a ``video-decoder`` artifact, torch-free for ONNX.
 
 ``DecoderRunner`` follows the manifest's ``decoder.plan``: the ``temporal`` pipeline once per micro-frame chunk of
-latent frames (``temporal_last`` for a shorter last chunk), then ``spatial`` once per micro-batch of the decoded
-frames (the last padded with zero frames, dropped after). Every tensor is 4-D, frames in time order:
-``latent_chunk`` [k, C, h, w] -> ``frame_latents`` [f, C, h, w]; ``frame_batch`` [N, C, h, w] -> ``frames``
-[N, 3, 8h, 8w]. Each pipeline runs through a ``ChunkLoader`` under the memory budget; under a budget a pipeline's
-chunks are released when its phase ends, so temporal and spatial chunks are never loaded together. Sessions are
-lean (no per-session arena): a micro-batch of the spatial decoder is the activation peak of the decode.
+latent frames, each step running the function its plan entry names (``contract.temporal_function``: the full
+chunk's, e.g. ``latents_5``, then a shorter last chunk's, e.g. ``latents_2``, over the same weights), then
+``spatial`` once per micro-batch of the decoded frames (the last padded with zero frames, dropped after). Every
+tensor is 4-D, frames in time order: ``latent_chunk`` [k, C, h, w] -> ``frame_latents`` [f, C, h, w];
+``frame_batch`` [N, C, h, w] -> ``frames`` [N, 3, 8h, 8w]. Each pipeline runs through a ``ChunkLoader`` under the
+memory budget; under a budget only the running function's backends stay loaded (a function's sessions pack its
+weights for it alone) and a pipeline's chunks are released when its phase ends, so temporal and spatial chunks are
+never loaded together. Sessions are lean (no per-session arena): a micro-batch of the spatial decoder is the
+activation peak of the decode. A plan step that names no function runs each chunk's one program.
 
 Frames leave as Open-Sora saves videos (``OUTPUT_RULE``); ``write_video`` writes ``video.mp4`` (H.264 through PyAV,
 whose wheels bundle FFmpeg) and ``video.gif`` (Pillow; the only video when PyAV is missing).
@@ -114,7 +117,8 @@ class Decoded:
 
 
 class DecoderRunner:
-    """A verified video-decoder artifact (a folder, or an ``Artifact`` already read) with a loader per pipeline."""
+    """A verified video-decoder artifact (a folder, or an ``Artifact`` already read) with a loader per pipeline
+    (the temporal one runs each plan step's function)."""
 
     def __init__(
         self, artifact: str | Path | Artifact, memory_budget_mb: float | None = None, overlap: bool = True, **loader
@@ -126,10 +130,15 @@ class DecoderRunner:
         self.budget = memory_budget_mb
         loader.setdefault("lean", True)
         self.options = {"overlap": overlap, **loader}
-        self.loaders = {step["pipeline"]: self._loader(step["pipeline"]) for step in self.decoder["plan"]}
+        self.functions = {}  # pipeline -> the function its loader checks first (its first step's)
+        for step in self.decoder["plan"]:
+            self.functions.setdefault(step["pipeline"], step.get("function"))
+        self.loaders = {pipeline: self._loader(pipeline) for pipeline in self.functions}
 
     def _loader(self, pipeline: str) -> ChunkLoader:
-        return ChunkLoader(self.artifact, self.budget, pipeline=pipeline, **self.options)
+        return ChunkLoader(
+            self.artifact, self.budget, pipeline=pipeline, function=self.functions[pipeline], **self.options
+        )
 
     def _end_phase(self, pipeline: str, t0: float, stage_ms: dict, timeline: list) -> None:
         """Collect the phase's events; under a budget release its chunks (a fresh loader for the next decode)."""
@@ -154,6 +163,17 @@ class DecoderRunner:
             loader.close()
             self.loaders[pipeline] = self._loader(pipeline)
 
+    @staticmethod
+    def _switch(loader: ChunkLoader, function: str | None) -> None:
+        """Under a budget, before running ``function``: release the backends of the pipeline's other functions
+        (each packs the weights for itself) and settle a prefetch of another function (the previous step's next
+        invocation), so one function's sessions are live at a time."""
+        loader.retain(function)
+        for key in [k for k in loader.pending if k != loader._key(k[0], function)]:
+            future = loader.pending.pop(key)
+            if not future.cancel():  # already loading: wait for it (its backend, or error, is dropped unused)
+                future.exception()
+
     def decode_video(self, latent: np.ndarray) -> Decoded:
         """latent [C, T, h, w] or [1, C, T, h, w] -> Decoded (float video [T_video, 3, 8h, 8w] and timings)."""
         z = fit_latent(latent, self.decoder)
@@ -164,13 +184,16 @@ class DecoderRunner:
         t0 = time.perf_counter()
         *temporal, spatial = self.decoder["plan"]
         decoded, start = [], 0
-        for step in temporal:
-            k, loader = step["latent_frames"], self.loaders[step["pipeline"]]
+        for i, step in enumerate(temporal):
+            k, loader, function = step["latent_frames"], self.loaders[step["pipeline"]], step.get("function")
+            if self.budget is not None:
+                self._switch(loader, function)
             for _ in range(step["invocations"]):
                 chunk = np.ascontiguousarray(frames[start : start + k])
-                decoded.append(loader.run({contract.LATENT_CHUNK: chunk})[contract.FRAME_LATENTS])
+                decoded.append(loader.run({contract.LATENT_CHUNK: chunk}, function=function)[contract.FRAME_LATENTS])
                 start += k
-            self._end_phase(step["pipeline"], t0, stage_ms, timeline)
+            if i + 1 == len(temporal) or temporal[i + 1]["pipeline"] != step["pipeline"]:
+                self._end_phase(step["pipeline"], t0, stage_ms, timeline)
         x = np.concatenate(decoded)
         total, n = len(x), spatial["frames"]
         x = np.concatenate([x, np.zeros((spatial["padding_frames"], *x.shape[1:]), np.float32)])

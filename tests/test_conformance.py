@@ -70,7 +70,9 @@ def test_artifacts_verify_and_match_what_the_exporter_writes_today(name, tmp_pat
     assert shape(today) == shape(artifact.manifest)
 
 
-@pytest.mark.parametrize("name", ["vlm", "language-model", "language-model-coreml", "video-denoiser", "text-encoder"])
+@pytest.mark.parametrize(
+    "name", ["vlm", "language-model", "language-model-coreml", "language-model-tied", "video-denoiser", "text-encoder"]
+)
 def test_manifests_of_every_kind_validate(name):
     from jsonschema import Draft202012Validator
 
@@ -246,6 +248,29 @@ def test_int8_embedding_rows():
     np.testing.assert_array_equal(rows, np.asarray(case["rows"], np.float32))
     step = scales[case["ids"]][:, None]
     assert np.all(np.abs(rows - source[case["ids"]]) <= step / 2 * (1 + 1e-6))
+
+
+def test_int8_block_embedding_rows():
+    """embedding_block.json: the exporter's block quantization of ``source`` (q + 128 in uint8, a scale per
+    block) is the stored table and scales; the rows of ``ids`` are (u - 128) * scale exactly, within half a
+    step of the float rows; the tied manifest names its head chunk."""
+    from edgetrim.runtime.embedding import EmbeddingTable, quantize_blocks
+
+    case = load("embedding_block.json")
+    values, scales = np.load(VECTORS / case["table"]), np.load(VECTORS / case["scales"])
+    assert (values.dtype, scales.dtype) == (np.uint8, np.float32)
+    assert (list(values.shape), list(scales.shape)) == (case["shape"], case["scales_shape"])
+    assert values.ravel().tolist() == case["values"] and scales.ravel().tolist() == case["scale_values"]
+    assert case["zero_point"] == contract.EMBEDDING_ZERO_POINT and case["shape"][1] // case["block"] == scales.shape[1]
+    source = np.asarray(case["source"], np.float32).reshape(case["shape"])
+    for mine, stored in zip(quantize_blocks(source, case["block"]), (values, scales), strict=True):
+        np.testing.assert_array_equal(mine, stored)
+    rows = EmbeddingTable(values, scales).rows(case["ids"])
+    np.testing.assert_array_equal(rows, np.asarray(case["rows"], np.float32))
+    step = np.repeat(scales[case["ids"]], case["block"], axis=1)
+    assert np.all(np.abs(rows - source[case["ids"]]) <= step / 2 * (1 + 1e-6))
+    llm = load("manifests/language-model-tied.json")["llm"]
+    assert (llm["embedding_dtype"], llm["embedding_tied"]) == (contract.EMBEDDING_INT8_BLOCK, "lm_head")
 
 
 KIT = Path(__file__).parents[1] / "apps" / "ios" / "EdgetrimKit"

@@ -3,8 +3,15 @@ held to fidelity gates on a calibration set; the option's refusals.
 
 * tiny-qwen2 ``--quantize int4``: MatMulNBits in every layer graph, an int8 head, the chunk marks, under
   0.4x the fp32 bytes, the gates' figures in the report (random weights: reported, not gated), and the
-  torch-free runtime generates from it. Its embedding table is int8 with per-row scales: a quarter of the
-  float32 bytes, rows within half a step of the float table; without the scales file it is refused.
+  torch-free runtime generates from it.
+* tiny-qwen2 (its head tied to the embedding) ``int4`` and ``int8``: the table and the head are one copy,
+  int8_block: the head's MatMulNBits (bits 8) reads the embedding files themselves, the artifact's table +
+  head bytes are under what two int8 copies take; the rows the runtime reads are the head's dequantized
+  weight rows, within half a step of the float table; a manifest that names the tied table inconsistently
+  (no scales, no tie, a tie to no chunk) or a flipped table byte is refused in one line.
+* An untied checkpoint folder (llama-shaped) keeps the per-row int8 table apart from its int8 head: a
+  quarter of the float32 bytes, rows within half a step of the float table; without the scales file it is
+  refused.
 * A checkpoint folder (save_pretrained) is gated: an unreachable gate refuses the export in one line.
 * The gates themselves on synthetic logits; calibration folders (unreadable images skipped and counted).
 """
@@ -23,10 +30,11 @@ import pytest
 from test_bad_input import assert_user_error, edgetrim_export
 
 from edgetrim.cli.main import main
-from edgetrim.export.families.decoder import random_causal_lm, tiny_qwen2_config
+from edgetrim.export.families.decoder import random_causal_lm, tiny_llama_config, tiny_qwen2_config
 from edgetrim.export.validate import FidelityBelowGate, LanguageFidelity, language_fidelity_case, language_fidelity_gate
 from edgetrim.runtime import contract
 from edgetrim.runtime.embedding import EmbeddingTable
+from edgetrim.runtime.errors import UserError
 from edgetrim.runtime.manifest import open_artifact
 
 QUANTIZED_OPS = {"MatMulInteger", "DynamicQuantizeMatMul", "MatMulIntegerToFloat"}
@@ -64,9 +72,9 @@ def test_int4_language_model(int4_lm, capsys):
     for chunk in manifest["chunks"]:
         graph = out / chunk["files"][0]["path"]
         assert float_weight_matmuls(graph) == [], chunk["name"]
-        wanted = {"MatMulNBits"} if chunk["quantization"] == contract.INT4_DYNAMIC else QUANTIZED_OPS
-        assert ops(graph) & wanted, (chunk["name"], ops(graph))
+        assert "MatMulNBits" in ops(graph), (chunk["name"], ops(graph))  # the head: bits 8, the tied table
     assert manifest["export_options"]["quantize"] == "int4"
+
     def weight_bytes(chunks: list[dict]) -> dict[str, int]:  # the shared external data (graphs: ~15 KB each)
         return {c["name"]: sum(f["bytes"] for f in c["files"] if f["role"] == "external_data") for c in chunks}
 
@@ -90,16 +98,131 @@ def test_int4_language_model(int4_lm, capsys):
     assert "tokens/s" in capsys.readouterr().out
 
 
-def test_the_embedding_table_is_int8_with_row_scales(int4_lm, tmp_path):
-    out, fp32 = int4_lm
+def run_refusal(root: Path) -> str:
+    """``edgetrim run`` on ``root`` in a subprocess: refused (exit 2) in one line, returned."""
+    run = [sys.executable, "-m", "edgetrim.cli.main", "run", str(root), "--prompt", "Hi", "--max-new-tokens", "2"]
+    proc = subprocess.run(run, capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    message = proc.stderr.strip()
+    assert len(message.splitlines()) == 1, message
+    return message
+
+
+def damaged_copy(out: Path, folder: Path, manifest: dict) -> Path:
+    shutil.copytree(out, folder)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def int8_lm(tmp_path_factory):
+    out = tmp_path_factory.mktemp("quantized") / "lm-int8"
+    assert main(["export", "--target", "onnx", "--model", "tiny-qwen2", "--quantize", "int8", "--out", str(out)]) == 0
+    return out
+
+
+@pytest.mark.parametrize("mode", ["int4", "int8"])
+def test_the_tied_table_and_head_are_stored_once(mode, int4_lm, int8_lm, tmp_path):
+    out, fp32 = (int4_lm[0] if mode == "int4" else int8_lm), int4_lm[1]
+    manifest, float_manifest = (json.loads((root / "manifest.json").read_text()) for root in (out, fp32))
+    llm = manifest["llm"]
+    assert (llm["embedding_dtype"], llm["embedding_tied"]) == (contract.EMBEDDING_INT8_BLOCK, "lm_head")
+    assert "embedding_tied" not in float_manifest["llm"] and float_manifest["llm"]["embedding_dtype"] == "float32"
+    files = {f["role"]: f for f in manifest["files"]}
+    values = np.load(out / files[contract.EMBEDDING]["path"])
+    scales = np.load(out / files[contract.EMBEDDING_SCALES]["path"])
+    reference = np.load(fp32 / {f["role"]: f for f in float_manifest["files"]}[contract.EMBEDDING]["path"])
+    (v, d), block = values.shape, 64  # the largest of 128, 64, 32 dividing D (64)
+    assert (values.dtype, scales.dtype, scales.shape) == (np.uint8, np.float32, (v, d // block))
+
+    # one copy: the head's graphs read the embedding files (past the 128-byte .npy header), their own external
+    # data holds the final norm alone; table + scales + head chunk < two int8 [V, D] copies
+    header = 128
+    head = next(c for c in manifest["chunks"] if c["name"] == "lm_head")
+    for entry in head["files"]:
+        if entry["role"] == "external_data":
+            assert entry["bytes"] == 4 * d  # the norm's weight [D] float32
+            continue
+        graph = onnx.load(str(out / entry["path"]), load_external_data=False).graph
+        [node] = [n for n in graph.node if n.op_type == "MatMulNBits"]
+        assert {a.name: a.i for a in node.attribute if a.name in ("bits", "block_size")} == {
+            "bits": 8,
+            "block_size": block,
+        }
+        refs = {t.name: {e.key: e.value for e in t.external_data} for t in graph.initializer}
+        assert refs[node.input[1]] == {
+            "location": files[contract.EMBEDDING]["path"],
+            "offset": str(header),
+            "length": str(v * d),
+        }
+        assert refs[node.input[2]]["location"] == files[contract.EMBEDDING_SCALES]["path"]
+    table_bytes = files[contract.EMBEDDING]["bytes"] + files[contract.EMBEDDING_SCALES]["bytes"]
+    assert table_bytes == (v * d + header) + (4 * v * d // block + header)
+    head_bytes = sum(f["bytes"] for f in head["files"])
+    assert head_bytes < v * d / 2 and table_bytes + head_bytes < 2 * v * d, (table_bytes, head_bytes)
+
+    # the rows the runtime reads are the head's dequantized weight rows, within half a step of the float rows
+    graph = onnx.load(str(out / head["files"][0]["path"]))  # external data resolved: the embedding files' bytes
+    weights = {t.name: onnx.numpy_helper.to_array(t) for t in graph.graph.initializer}
+    [node] = [n for n in graph.graph.node if n.op_type == "MatMulNBits"]
+    q = weights[node.input[1]].reshape(v, d).astype(np.float32) - 128
+    head_weight = q * np.repeat(weights[node.input[2]].reshape(v, d // block), block, axis=1)
+    artifact = open_artifact(out)
+    assert artifact.weight_bytes(head) == head_bytes + table_bytes  # memory plans count what the head reads
+    table = EmbeddingTable.open(artifact)
+    ids = [5, 0, v - 1, 5, 77]
+    rows = table.rows(ids)
+    np.testing.assert_array_equal(rows, head_weight[ids])
+    step = np.repeat(scales[ids], block, axis=1)
+    error = np.abs(rows - reference[ids])
+    assert rows.dtype == np.float32 and np.all(error <= step / 2 * (1 + 1e-6)) and error.max() > 0
+    assert mode == "int8" or json.loads((out / "report.json").read_text())["validation"]["status"] == "fidelity"
+    if mode == "int8":
+        report = json.loads((out / "report.json").read_text())
+        cases = [c for c in report["validation"]["cases"] if "logit_cosine" in c]
+        assert len(cases) == 4 and min(c["logit_cosine"] for c in cases) > 0.99, cases  # int8: close to float
+
+    # refused in one line: a tied table without its scales, a tie to no chunk, an int8_block table untied,
+    # a flipped byte of the shared table
+    no_scales = json.loads(json.dumps(manifest))
+    no_scales["files"] = [f for f in manifest["files"] if f["role"] != contract.EMBEDDING_SCALES]
+    broken = damaged_copy(out, tmp_path / "no-scales", no_scales)
+    (broken / files[contract.EMBEDDING_SCALES]["path"]).unlink()
+    assert "embedding_dtype is int8_block but the artifact lists no embedding_scales file" in run_refusal(broken)
+    nowhere = json.loads(json.dumps(manifest))
+    nowhere["llm"]["embedding_tied"] = "lm_tail"
+    assert "llm.embedding_tied names no chunk" in run_refusal(damaged_copy(out, tmp_path / "nowhere", nowhere))
+    untied = json.loads(json.dumps(manifest))
+    del untied["llm"]["embedding_tied"]
+    with pytest.raises(UserError, match="int8_block without llm.embedding_tied"):
+        open_artifact(damaged_copy(out, tmp_path / "untied", untied))
+    flipped = damaged_copy(out, tmp_path / "flipped", manifest)
+    with (flipped / files[contract.EMBEDDING]["path"]).open("r+b") as fh:
+        fh.seek(header + 3)
+        byte = fh.read(1)
+        fh.seek(header + 3)
+        fh.write(bytes([byte[0] ^ 1]))
+    assert "sha256" in run_refusal(flipped)
+
+
+def test_an_untied_table_is_int8_with_row_scales(tmp_path):
+    folder = tmp_path / "llama"
+    random_causal_lm(tiny_llama_config(max_len=64), seed=5).save_pretrained(folder)
+    out, fp32 = tmp_path / "int8", tmp_path / "fp32"
+    args = ["export", "--target", "onnx", "--model", str(folder), "--prefill-length", "16"]
+    assert main([*args, "--quantize", "int8", "--no-validate", "--out", str(out)]) == 0
+    assert main([*args, "--no-validate", "--out", str(fp32)]) == 0
     manifest, float_manifest = (json.loads((root / "manifest.json").read_text()) for root in (out, fp32))
     assert (manifest["llm"]["embedding_dtype"], float_manifest["llm"]["embedding_dtype"]) == ("int8", "float32")
+    assert "embedding_tied" not in manifest["llm"]
+    head = next(c for c in manifest["chunks"] if c["name"] == "lm_head")
+    assert ops(out / head["files"][0]["path"]) & QUANTIZED_OPS  # its own int8 copy: the head is not the table
     files = {f["role"]: f for f in manifest["files"]}
     float_files = {f["role"]: f for f in float_manifest["files"]}
     assert contract.EMBEDDING_SCALES not in float_files
     values = np.load(out / files[contract.EMBEDDING]["path"])
     scales = np.load(out / files[contract.EMBEDDING_SCALES]["path"])
-    reference = np.load(fp32 / float_files[contract.EMBEDDING]["path"])  # the same seeded preset, float32
+    reference = np.load(fp32 / float_files[contract.EMBEDDING]["path"])  # the same checkpoint, float32
     (v, d), header = values.shape, 128
     assert (values.dtype, scales.dtype, scales.shape, reference.dtype) == (np.int8, np.float32, (v,), np.float32)
     assert files[contract.EMBEDDING]["bytes"] == v * d + header  # 1 byte a value...
@@ -118,12 +241,7 @@ def test_the_embedding_table_is_int8_with_row_scales(int4_lm, tmp_path):
     (broken / files[contract.EMBEDDING_SCALES]["path"]).unlink()
     manifest["files"] = [f for f in manifest["files"] if f["role"] != contract.EMBEDDING_SCALES]
     (broken / "manifest.json").write_text(json.dumps(manifest))
-    run = [sys.executable, "-m", "edgetrim.cli.main", "run", str(broken), "--prompt", "Hi", "--max-new-tokens", "2"]
-    proc = subprocess.run(run, capture_output=True, text=True, timeout=300, check=False)
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
-    message = proc.stderr.strip()
-    assert len(message.splitlines()) == 1
-    assert "embedding_dtype is int8 but the artifact lists no embedding_scales file" in message
+    assert "embedding_dtype is int8 but the artifact lists no embedding_scales file" in run_refusal(broken)
 
 
 def test_int8_vision_encoder_with_a_calibration_folder(tmp_path, sample_png):

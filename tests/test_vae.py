@@ -8,7 +8,8 @@
 * shapes: 5 latent frames -> 17 video frames, 8x spatial, a shorter last micro-frame chunk, the real preset's
   streaming plan at the On-device Sora latent (20 x 20 x 27) and its parameter counts;
 * the stage chain (host loop over the stage groups, temporal convs and norms as 4-D ops) reproduces ``decode``
-  within 3e-5;
+  within 3e-5; a shorter last micro-frame chunk is a second function of the same temporal stages (same names, the
+  same weight tensors: no copy);
 * latents or a denoiser the VAE cannot decode are refused.
 """
 
@@ -40,7 +41,7 @@ from edgetrim.export.stages.vae import (
     run_decode,
     streaming_plan,
 )
-from edgetrim.runtime.contract import FRAME_LATENTS, FRAMES, LATENT_CHUNK
+from edgetrim.runtime.contract import FRAME_LATENTS, FRAMES, LATENT_CHUNK, TEMPORAL, temporal_function
 from edgetrim.runtime.errors import UserError
 
 TINY = PRESETS["tiny-vae"].config
@@ -260,11 +261,18 @@ def test_real_preset_parameters_and_streaming_plan():
 def test_stage_chain_reproduces_decode(tiny):
     shape = DecodeShape(batch=2, latent_frames=7, height=2, width=3, micro_batch=3)
     groups = decoder_stages(tiny, shape)
-    assert [(g.name, g.invocations, g.input_shape) for g in groups] == [
-        ("temporal", 1, (10, 4, 2, 3)),  # 2 samples x 5 latent frames, (B T) order
-        ("temporal_last", 1, (4, 4, 2, 3)),
-        ("spatial", 15, (3, 4, 2, 3)),  # 2 x 22 frames in micro-batches of 3, the last padded
+    assert [(g.name, g.function, g.invocations, g.input_shape) for g in groups] == [
+        ("temporal", "latents_5", 1, (10, 4, 2, 3)),  # 2 samples x 5 latent frames, (B T) order
+        ("temporal", "latents_2", 1, (4, 4, 2, 3)),  # the shorter last chunk: another function, same stages
+        ("spatial", None, 15, (3, 4, 2, 3)),  # 2 x 22 frames in micro-batches of 3, the last padded
     ]
+    full, last, _ = groups
+    assert (full.function, last.function) == (temporal_function(5), temporal_function(2))
+    assert list(full.stages) == list(last.stages) and all(name.startswith(TEMPORAL) for name in full.stages)
+    for name, stage in full.stages.items():  # one copy of the weights: every tensor the model's own
+        tensors = [*stage.parameters(), *stage.buffers()]
+        others = [*last.stages[name].parameters(), *last.stages[name].buffers()]
+        assert [t.data_ptr() for t in tensors] == [t.data_ptr() for t in others]
     z = torch.randn(2, 4, 7, 2, 3, generator=torch.Generator().manual_seed(4))
     with torch.no_grad():
         reference = tiny.decode(z)

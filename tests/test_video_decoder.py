@@ -1,13 +1,17 @@
 """Video-decoder artifacts (Open-Sora 1.2 VAE decoder) end to end: export, parity, streaming, video files, bad input.
 
-* tiny-vae exported to ONNX (from its checkpoint folder in the published layout, at 7 latent frames: a full
-  micro-frame chunk and a shorter last one) and to ExecuTorch (the preset) passes validation: the whole decode
-  through the runtime's host loop and every chunk against ``OpenSoraVAE.decode`` within 1e-4 (the ExecuTorch
-  temporal stages run the 4-D rewrite of Conv3d / GroupNorm inside XNNPACK); the CoreML packages pass the spec
-  check; the manifest validates against the published schema;
+* tiny-vae exported to ONNX (from its checkpoint folder in the published layout) and to ExecuTorch (the preset),
+  both at 7 latent frames (a full micro-frame chunk and a shorter last one: the temporal chunks hold functions
+  ``latents_5`` and ``latents_2``), passes validation: the whole decode through the runtime's host loop and every
+  chunk of every function against ``OpenSoraVAE.decode`` within 1e-4 (the ExecuTorch temporal stages run the 4-D
+  rewrite of Conv3d / GroupNorm inside XNNPACK); the CoreML packages (multifunction for the temporal chunks) pass
+  the spec check; the manifest validates against the published schema;
+* the temporal weights are stored once whatever the functions: each target's temporal chunks (CoreML: their weight
+  files) take less than 1.3x the temporal decoder's float32 weight bytes (a copy per function would be 2x);
 * ``edgetrim run DIR --latent`` (torch blocked) writes video.mp4 that PyAV reads back with the frame count and size
   of the manifest, video.gif and run.json (per-stage timings, timeline);
-* under a small memory budget the decoder streams (fewer resident chunks) and gives identical frames;
+* under a small memory budget the decoder streams (fewer resident chunks) and gives identical frames; under a
+  budget only the running temporal function's backends are loaded;
 * uint8 frames follow Open-Sora's save rule; without PyAV only the GIF is written, and the note says so;
 * bad input: a latent of other channels or geometry, a missing stage, a denoiser whose latent channels or temporal
   factor the VAE does not match -> one line, exit 2;
@@ -39,6 +43,9 @@ from edgetrim.runtime.manifest import SCHEMA_PATH, read_manifest
 from edgetrim.runtime.video_decoder import NO_PYAV, DecoderRunner, check_pair, to_uint8, write_video
 
 TOLERANCE = 1e-4
+SHARED_WEIGHTS = 1.3  # temporal chunk bytes / temporal weight bytes: at most this (two copies would be 2x)
+GEOMETRY = {"frames": 7, "height": 4, "width": 4, "micro_batch": 3}  # 17 + 5 video frames, 8 batches, 2 padding
+FULL, LAST = contract.temporal_function(5), contract.temporal_function(2)
 STAGES = [f"temporal_{s}" for s in ("head", "block_3", "block_2", "block_1", "block_0")]
 STAGES += [f"spatial_{s}" for s in ("head", "up_0", "up_1", "up_2", "up_3")]
 
@@ -56,9 +63,8 @@ def folder(root) -> Path:
 
 @pytest.fixture(scope="module")
 def onnx_report(root, folder) -> dict:
-    """7 latent frames -> 17 + 5 video frames (temporal, temporal_last), spatial micro-batches of 3 (8, 2 padding)."""
-    geometry = {"frames": 7, "height": 4, "width": 4, "micro_batch": 3}
-    return export(ExportOptions(target="onnx", model=str(folder), out=root / "tiny-onnx", **geometry))
+    """7 latent frames -> 17 + 5 video frames (functions latents_5, latents_2), spatial micro-batches of 3."""
+    return export(ExportOptions(target="onnx", model=str(folder), out=root / "tiny-onnx", **GEOMETRY))
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +85,32 @@ def assert_parity(report: dict) -> None:
     assert validation["max_abs_error"] <= TOLERANCE
     labels = [case["case"] for case in validation["cases"]]
     assert "decoder/seeded latent" in labels  # the whole decode through the runtime
-    assert {label.split("/")[0] for label in labels} >= set(STAGES)  # and every chunk of every pipeline
+    checked = {label.split("/")[0] for label in labels}
+    assert checked >= set(STAGES[5:])  # and every chunk of every pipeline, every function of the temporal ones
+    assert checked >= {f"{name}:{function}" for name in STAGES[:5] for function in (FULL, LAST)}
+
+
+def temporal_weight_bytes() -> int:
+    """float32 bytes of the temporal decoder's weights (and the latent scale / shift)."""
+    model = build_preset("tiny-vae")
+    tensors = [*model.temporal_vae.parameters(), model.scale, model.shift]
+    return 4 * sum(t.numel() for t in tensors)
+
+
+def assert_weights_stored_once(artifact: Path) -> float:
+    """The temporal chunks (two functions each) hold one copy of the temporal weights; returns the ratio of their
+    bytes (CoreML: of their packages' weight files; the program specs of tiny-vae weigh as much as its weights)."""
+    manifest = read_manifest(artifact).manifest
+    temporal = [c for c in manifest["chunks"] if c["name"] in manifest["pipelines"][contract.TEMPORAL]]
+    assert all(list(c["functions"]) == [FULL, LAST] for c in temporal)
+    if manifest["target"] == contract.COREML:
+        paths = [artifact / f["path"] for c in temporal for f in c["files"]]
+        stored = sum(w.stat().st_size for path in paths for w in path.glob("Data/*/weights/*"))
+    else:
+        stored = sum(f["bytes"] for c in temporal for f in c["files"])
+    ratio = stored / temporal_weight_bytes()
+    assert 1.0 <= ratio < SHARED_WEIGHTS, ratio
+    return ratio
 
 
 def test_onnx_export_from_a_published_folder_matches_pytorch_and_schema(folder, onnx_report, onnx_root):
@@ -89,35 +120,49 @@ def test_onnx_export_from_a_published_folder_matches_pytorch_and_schema(folder, 
     assert Draft202012Validator(json.loads(SCHEMA_PATH.read_text())).is_valid(manifest)
     assert manifest["kind"] == contract.VIDEO_DECODER
     assert manifest["source"]["kind"] == "folder" and not manifest["source"]["random_weights"]
-    last = [name.replace("temporal_", "temporal_last_") for name in STAGES[:5]]
-    assert manifest["pipelines"] == {"temporal": STAGES[:5], "temporal_last": last, "spatial": STAGES[5:]}
+    assert manifest["pipelines"] == {"temporal": STAGES[:5], "spatial": STAGES[5:]}
     decoder = manifest["decoder"]
     assert decoder["latent_shape"] == [1, 4, 7, 4, 4] and decoder["pixel_frames"] == 22
     assert decoder["pixel_size"] == [32, 32] and decoder["micro_batch"] == 3
     assert decoder["plan"] == [
-        {"pipeline": "temporal", "invocations": 1, "latent_frames": 5, "pixel_frames": 17},
-        {"pipeline": "temporal_last", "invocations": 1, "latent_frames": 2, "pixel_frames": 5},
+        {"pipeline": "temporal", "function": FULL, "invocations": 1, "latent_frames": 5, "pixel_frames": 17},
+        {"pipeline": "temporal", "function": LAST, "invocations": 1, "latent_frames": 2, "pixel_frames": 5},
         {"pipeline": "spatial", "invocations": 8, "frames": 3, "padding_frames": 2},
     ]
     chunks = {c["name"]: c for c in manifest["chunks"]}
-    assert chunks["temporal_head"]["inputs"] == [{"name": "latent_chunk", "shape": [5, 4, 4, 4], "dtype": "float32"}]
-    assert chunks["temporal_block_0"]["outputs"][0]["shape"] == [17, 4, 4, 4]
-    assert chunks["temporal_last_block_0"]["outputs"][0]["shape"] == [5, 4, 4, 4]  # 8 frames, 3 padding dropped
+    head, tail = chunks["temporal_head"]["functions"], chunks["temporal_block_0"]["functions"]
+    assert head[FULL]["inputs"] == [{"name": "latent_chunk", "shape": [5, 4, 4, 4], "dtype": "float32"}]
+    assert head[LAST]["inputs"] == [{"name": "latent_chunk", "shape": [2, 4, 4, 4], "dtype": "float32"}]
+    assert tail[FULL]["outputs"][0]["shape"] == [17, 4, 4, 4]
+    assert tail[LAST]["outputs"][0]["shape"] == [5, 4, 4, 4]  # 8 frames, 3 padding dropped
+    assert "functions" not in chunks["spatial_head"]
     assert chunks["spatial_up_3"]["outputs"] == [{"name": "frames", "shape": [3, 3, 32, 32], "dtype": "float32"}]
+    # one graph per function over one .onnx.data per chunk, its tensors stored once
+    roles = [f["role"] for f in chunks["temporal_block_3"]["files"]]
+    assert roles == [contract.PROGRAM, contract.program_role(LAST, False), contract.EXTERNAL_DATA]
+    assert_weights_stored_once(onnx_root)
 
 
-def test_executorch_export_matches_pytorch(root):
-    report = export(ExportOptions(target="executorch", model="tiny-vae", out=root / "tiny-executorch"))
+def test_executorch_export_matches_pytorch_and_stores_the_weights_once(root):
+    geometry = {k: v for k, v in GEOMETRY.items() if k != "micro_batch"}  # the model's micro-batch of 4
+    report = export(ExportOptions(target="executorch", model="tiny-vae", out=root / "tiny-executorch", **geometry))
     assert_parity(report)
-    pte = sorted(p.name for p in Path(report["artifact"]).glob("*.pte"))
-    assert pte == sorted(f"{i:02d}-{name}.pte" for i, name in enumerate(STAGES))
+    artifact = Path(report["artifact"])
+    pte = sorted(p.name for p in artifact.glob("*.pte"))
+    assert pte == sorted(f"{i:02d}-{name}.pte" for i, name in enumerate(STAGES))  # one program per chunk
+    methods = read_manifest(artifact).manifest["chunks"][0]["functions"]
+    assert {f: m["method"] for f, m in methods.items()} == {f: contract.method_name(f) for f in (FULL, LAST)}
+    assert_weights_stored_once(artifact)
 
 
 def test_coreml_export_passes_the_spec_check(root):
-    report = export(ExportOptions(target="coreml", model="tiny-vae", out=root / "tiny-coreml"))
+    report = export(ExportOptions(target="coreml", model="tiny-vae", out=root / "tiny-coreml", **GEOMETRY))
     assert report["validation"]["status"] == "spec-only" and report["precision"] == "fp32"
-    cases = [c["case"] for c in report["validation"]["cases"]]
-    assert len(cases) == len(STAGES) and all(name in case for name, case in zip(STAGES, cases, strict=True))
+    cases = report["validation"]["cases"]
+    assert len(cases) == len(STAGES) and all(name in c["case"] for name, c in zip(STAGES, cases, strict=True))
+    methods = sorted(contract.method_name(f) for f in (FULL, LAST))
+    assert all(c["functions"] == methods for c in cases[:5])  # one multifunction package per temporal chunk
+    assert_weights_stored_once(Path(report["artifact"]))
 
 
 def test_run_writes_an_mp4_that_reads_back_without_torch(onnx_root, latent, tmp_path):
@@ -137,8 +182,8 @@ def test_run_writes_an_mp4_that_reads_back_without_torch(onnx_root, latent, tmp_
         assert (gif.n_frames, gif.size) == (22, (32, 32))
     record = json.loads((out / "run.json").read_text())
     assert record["frames_shape"] == [22, 32, 32, 3] and record["fps"] == 24.0
-    assert len(record["stage_ms"]) == 15
-    assert record["stage_ms"]["temporal_last_head"]["invocations"] == 1
+    assert len(record["stage_ms"]) == 10
+    assert record["stage_ms"]["temporal_head"]["invocations"] == 2  # latents_5, then latents_2
     assert record["stage_ms"]["spatial_head"]["invocations"] == 8
     computes = [e for e in record["timeline"] if e["kind"] == "compute"]
     assert len(computes) == 5 + 5 + 5 * 8 and all(e["end_ms"] >= e["start_ms"] >= 0 for e in computes)
@@ -155,11 +200,41 @@ def test_streaming_under_a_small_budget_gives_identical_frames(onnx_root, latent
         plans = {name: loader.plan for name, loader in streaming.loaders.items()}
         first, second = streaming.decode_video(z), streaming.decode(z)  # the second reloads what the first released
     assert all(plan.streamed for plan in plans.values())
-    assert sum(len(plan.resident) for plan in plans.values()) < 15
+    assert sum(len(plan.resident) for plan in plans.values()) < 10
     loads = [e for e in first.timeline if e["kind"] == "load" and e["chunk"] == "spatial_up_3"]
     assert len(loads) == 8  # streamed: loaded for each of the 8 micro-batches
     np.testing.assert_array_equal(first.frames, want)
     np.testing.assert_array_equal(second, want)
+
+
+def test_under_a_budget_one_temporal_function_is_loaded_at_a_time(onnx_root, latent):
+    """All chunks fit the budget, so they stay resident within a phase; switching to the last chunk's function
+    releases the full chunk's backends (each packs the weights for itself), and the phase's end releases the
+    temporal chunks before spatial runs."""
+    z = np.load(latent)
+    with DecoderRunner(onnx_root, memory_budget_mb=1024) as runner:
+        temporal, spatial = runner.loaders[contract.TEMPORAL], runner.loaders[contract.SPATIAL]
+        assert not temporal.plan.streamed
+        seen = []
+
+        def watch(loader, name):
+            run = loader.run
+
+            def wrapped(feeds, function=None):
+                out = run(feeds, function)
+                loaded = (len(temporal.resident), len(spatial.resident))
+                seen.append((name, function, sorted({f for _, f in loader.resident}), loaded))
+                return out
+
+            loader.run = wrapped
+
+        watch(temporal, contract.TEMPORAL)
+        watch(spatial, contract.SPATIAL)
+        decoded = runner.decode_video(z)
+    assert seen[:2] == [(contract.TEMPORAL, FULL, [FULL], (5, 0)), (contract.TEMPORAL, LAST, [LAST], (5, 0))]
+    assert seen[2:] == [(contract.SPATIAL, None, [None], (0, 5))] * 8
+    with DecoderRunner(onnx_root) as resident:
+        np.testing.assert_array_equal(decoded.video, resident.decode_video(z).video)
 
 
 def test_uint8_frames_follow_open_soras_save_rule():

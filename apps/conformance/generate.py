@@ -4,9 +4,10 @@
 
 Tiny artifacts exported by the exporter (ONNX, ExecuTorch, CoreML), the manifests of every kind,
 damaged-artifact mutations with their verdicts, memory-planner cases, AnyRes preprocessing (RGB8 in,
-float32 out), tokenizer cases, sampler trajectories, the kept-token mapping and an int8 embedding
-table. The format is in README.md beside this file. Python's runtime (tests/test_conformance.py),
-EdgetrimKit (Swift) and the Android core (Java) consume the same files.
+float32 out), tokenizer cases, sampler trajectories, the kept-token mapping and the int8 embedding
+tables (per row; per block, shared with a tied LM head). The format is in README.md beside this file.
+Python's runtime (tests/test_conformance.py), EdgetrimKit (Swift) and the Android core (Java) consume the
+same files.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from edgetrim.export.families.decoder import CHATML, build_byte_tokenizer
 from edgetrim.export.options import ExportOptions
 from edgetrim.runtime import contract
 from edgetrim.runtime.chunks import MB, plan_memory
-from edgetrim.runtime.embedding import EmbeddingTable, quantize_rows
+from edgetrim.runtime.embedding import EmbeddingTable, quantize_blocks, quantize_rows
 from edgetrim.runtime.errors import UserError
 from edgetrim.runtime.llm import load_tokenizer
 from edgetrim.runtime.preprocess import preprocess, views
@@ -47,6 +48,10 @@ MANIFESTS = {  # manifests/<name>.json, decoded (their files are not shipped): o
     "language-model": dict(target="executorch", model="tiny-qwen2", validate=False),
     # the KV cache as Core ML model state (the coreml default); one prefill length keeps the export short
     "language-model-coreml": dict(target="coreml", model="tiny-qwen2", prefill_buckets="none", validate=False),
+    # quantized ONNX, the head tied to the table: int8_block, llm.embedding_tied
+    "language-model-tied": dict(
+        target="onnx", model="tiny-qwen2", quantize="int8", prefill_buckets="none", validate=False
+    ),
     "video-denoiser": dict(target="coreml", model="stdit3-tiny", validate=False),
     "text-encoder": dict(target="onnx", model="t5-tiny", validate=False),
 }
@@ -141,6 +146,31 @@ MANIFEST_DAMAGES = [  # (name, manifest of manifests/, mutation, reason): its fi
         "int8-embedding-without-scales",
         "language-model",
         {"op": "set", "path": ["llm", "embedding_dtype"], "value": contract.EMBEDDING_INT8},
+        "manifest",
+    ),  # fmt: skip
+    ("manifest-only-tied", "language-model-tied", {"op": "none"}, "missing"),
+    (
+        "tied-embedding-names-no-chunk",
+        "language-model-tied",
+        {"op": "set", "path": ["llm", "embedding_tied"], "value": "lm_tail"},
+        "manifest",
+    ),  # fmt: skip
+    (
+        "int8-block-embedding-untied",
+        "language-model-tied",
+        {"op": "delete_key", "path": ["llm", "embedding_tied"]},
+        "manifest",
+    ),  # fmt: skip
+    (
+        "int8-block-embedding-without-scales",
+        "language-model-tied",
+        {"op": "set", "path": ["files", 1, "role"], "value": "scales"},
+        "manifest",
+    ),  # fmt: skip
+    (
+        "tied-float-embedding",
+        "language-model",
+        {"op": "set", "path": ["llm", "embedding_tied"], "value": "lm_head"},
         "manifest",
     ),  # fmt: skip
 ]
@@ -356,6 +386,31 @@ def embedding(out: Path) -> None:
         "rows": EmbeddingTable(values, scales).rows(ids).astype(float).tolist(),
     }
     write_json(out / "embedding.json", case)
+
+    # int8_block (a table tied to the LM head): q + 128 in uint8 [V, D], scales [V, D / block], block 4 here
+    source = (rng.standard_normal((5, 8)) * 0.05).astype(np.float32)
+    source[1] = 0  # all-zero blocks: scale 1
+    source[2, 5] = -0.9  # a block whose largest magnitude is negative: q -127 (stored 1)
+    source[3, :4] *= 1e-4  # a tiny scale beside an ordinary one in the same row
+    values, scales = quantize_blocks(source, 4)
+    names = {contract.EMBEDDING: "embedding/block_tokens.npy", contract.EMBEDDING_SCALES: "embedding/block_scales.npy"}
+    np.save(out / names[contract.EMBEDDING], values)
+    np.save(out / names[contract.EMBEDDING_SCALES], scales)
+    ids = [2, 1, 3, 0, 4, 2]
+    case = {
+        "table": names[contract.EMBEDDING],
+        "scales": names[contract.EMBEDDING_SCALES],
+        "shape": list(values.shape),
+        "scales_shape": list(scales.shape),
+        "block": 4,
+        "zero_point": contract.EMBEDDING_ZERO_POINT,
+        "source": source.astype(float).ravel().tolist(),
+        "values": values.ravel().tolist(),
+        "scale_values": scales.astype(float).ravel().tolist(),
+        "ids": ids,
+        "rows": EmbeddingTable(values, scales).rows(ids).astype(float).tolist(),
+    }
+    write_json(out / "embedding_block.json", case)
 
 
 def main(out: Path) -> None:

@@ -14,7 +14,7 @@ from edgetrim.calib.data import CalibrationSet, calibration_set
 from edgetrim.export.families.checkpoint import Source
 from edgetrim.export.options import KIND_OPTIONS, ExportOptions, quantize_mode
 from edgetrim.export.targets import target_module
-from edgetrim.export.targets.base import Examples, per_function
+from edgetrim.export.targets.base import Examples, TiedWeight, per_function
 from edgetrim.export.validate import CaptionFidelity, Check, Fidelity, LanguageFidelity, VelocityFidelity
 
 
@@ -29,6 +29,7 @@ class Chunk:
     example: Examples  # inputs in ``input_names`` order, from a reference run (or one such per function)
     quantize: str | None = None  # None, int8 or int4: the target picks its scheme (``QUANTIZE``)
     coreml_ios17: bool = False  # Core ML: one package per function, not a multifunction one (iOS 18)
+    tied: TiedWeight | None = None  # ONNX: a weight read from top-level data files (a tied LM head)
 
     @property
     def stage(self) -> torch.nn.Module:

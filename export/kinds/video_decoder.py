@@ -1,10 +1,14 @@
 """``video-decoder``: the Open-Sora 1.2 VAE decoder chunked by decoder blocks (``edgetrim.export.stages.vae``).
 
-Chunks: the stages of every stage group, in run order (``temporal_head``, ``temporal_block_3`` .. ``_0``, the
-same as ``temporal_last_*`` when the last micro-frame chunk is shorter, ``spatial_head``, ``spatial_up_0`` ..
-``_3``). Pipelines ``temporal`` (run once per full micro-frame chunk of 5 latent frames), ``temporal_last``
-(when needed, once) and ``spatial`` (once per micro-batch of frames). Section ``decoder``: the latent it takes,
-the video it makes, the micro sizes, scale/shift and the invocation plan the runtime's host loop follows.
+Chunks, in run order: ``temporal_head``, ``temporal_block_3`` .. ``_0``, ``spatial_head``, ``spatial_up_0`` ..
+``_3``. Pipelines ``temporal`` (once per micro-frame chunk of latent frames) and ``spatial`` (once per
+micro-batch of frames). Each temporal chunk holds a function per chunk length over one copy of its weights
+(``contract.temporal_function``: ``latents_5`` for the full micro-frame chunks of 5 latent frames and, when the
+frames are not a multiple of 5, e.g. ``latents_2`` for a shorter last chunk; ONNX: a graph each over one
+.onnx.data, ExecuTorch: a method each, CoreML: one multifunction package, an iOS 18 spec, where a single
+function stays a plain iOS 17 package). Section ``decoder``: the latent it takes, the video it makes, the micro
+sizes, scale/shift and the invocation plan the runtime's host loop follows (each temporal step with the
+function it runs).
 
 Static geometry: one latent [1, C, T, h, w] (`frames`, `height`, `width` in latent units, as the denoiser's;
 default On-device Sora's 20 x 20 x 27, 5 x 4 x 4 for test-sized presets) -> ``pixel_frames`` frames of
@@ -26,7 +30,7 @@ import numpy as np
 import torch
 
 from edgetrim.export.families.vae import OpenSoraVAE, check_denoiser_match, load_vae
-from edgetrim.export.kinds.base import Plan, single
+from edgetrim.export.kinds.base import Chunk, Plan, single
 from edgetrim.export.kinds.video import FPS, LATENT_FRAMES_PER_17, SEED_LATENT
 from edgetrim.export.options import ExportOptions, precision
 from edgetrim.export.stages.base import run_stages
@@ -88,21 +92,21 @@ def reference_latent(model: OpenSoraVAE, shape: DecodeShape, seed: int = 0) -> t
 
 
 def group_envs(groups: list[StageGroup], latent: torch.Tensor) -> dict[str, dict[str, np.ndarray]]:
-    """Every named tensor of one invocation of each group (pipeline -> name -> array): each temporal group on its
-    first micro-frame chunk, spatial on the first micro-batch of the decoded frames."""
+    """Every named tensor of one invocation of each group (``StageGroup.label`` -> name -> array): each temporal
+    group (function) on its first micro-frame chunk, spatial on the first micro-batch of the decoded frames."""
     frames = latent[0].transpose(0, 1)  # [T, C, h, w]
     envs, start, decoded = {}, 0, []
     for group in groups[:-1]:
         k = group.input_shape[0]
         env = run_stages(list(group.stages.values()), {contract.LATENT_CHUNK: frames[start : start + k].contiguous()})
-        envs[group.name] = env
+        envs[group.label] = env
         start += k * group.invocations
         decoded.append(env[contract.FRAME_LATENTS])
     spatial = groups[-1]
     n = spatial.input_shape[0]
     decoded.append(torch.zeros(n, *spatial.input_shape[1:]))  # padding, as the host pads the last micro-batch
     batch = torch.cat(decoded)[:n].contiguous()
-    envs[spatial.name] = run_stages(list(spatial.stages.values()), {contract.FRAME_BATCH: batch})
+    envs[spatial.label] = run_stages(list(spatial.stages.values()), {contract.FRAME_BATCH: batch})
     return {name: {n: t.contiguous().numpy() for n, t in env.items()} for name, env in envs.items()}
 
 
@@ -128,6 +132,7 @@ def section(model: OpenSoraVAE, shape: DecodeShape, groups: list[StageGroup]) ->
         "plan": [
             {
                 "pipeline": g.name,
+                "function": g.function,
                 "invocations": g.invocations,
                 "latent_frames": g.input_shape[0] // shape.batch,
                 "pixel_frames": g.frames,
@@ -146,8 +151,11 @@ def section(model: OpenSoraVAE, shape: DecodeShape, groups: list[StageGroup]) ->
     }
 
 
-def checks(model: OpenSoraVAE, envs: dict[str, dict[str, np.ndarray]], latent: torch.Tensor) -> list[Check]:
-    """The whole decode through the runtime vs ``decode``; then each pipeline chunk by chunk."""
+def checks(
+    model: OpenSoraVAE, groups: list[StageGroup], envs: dict[str, dict[str, np.ndarray]], latent: torch.Tensor
+) -> list[Check]:
+    """The whole decode through the runtime vs ``decode``; then each pipeline (each temporal function) chunk by
+    chunk."""
     with torch.no_grad():
         video = model.decode(latent)[0].transpose(0, 1).contiguous().numpy()  # [T, 3, H, W]
 
@@ -157,9 +165,24 @@ def checks(model: OpenSoraVAE, envs: dict[str, dict[str, np.ndarray]], latent: t
 
     whole = Case("seeded latent", {contract.LATENT: latent.numpy()}, {contract.FRAMES: video})
     out = [Check(WHOLE, [whole], runner=decode)]
-    for name, env in envs.items():
-        out.append(Check(name, [Case("reference", {}, env)], chunkwise=True))
+    for group in groups:
+        out.append(Check(group.name, [Case("reference", {}, envs[group.label])], group.function, chunkwise=True))
     return out
+
+
+def temporal_chunks(temporal: list[StageGroup], envs: dict[str, dict[str, np.ndarray]]) -> list[Chunk]:
+    """One chunk per temporal stage holding a function per temporal group (chunk length), each with its own
+    example, over one copy of the stage's weights (the groups' stages share the model's tensors)."""
+    chunks = []
+    for name in temporal[0].stages:
+        functions, examples = {}, {}
+        for group in temporal:
+            stage = group.stages[name]
+            env = envs[group.label]
+            functions[group.function] = stage.eval()
+            examples[group.function] = tuple(torch.from_numpy(env[n]) for n in stage.input_names)
+        chunks.append(Chunk(name, functions, examples))
+    return chunks
 
 
 def plan(opts: ExportOptions, scratch: Path) -> Plan:
@@ -171,11 +194,10 @@ def plan(opts: ExportOptions, scratch: Path) -> Plan:
     groups = decoder_stages(model, shape)
     latent = reference_latent(model, shape)
     envs = group_envs(groups, latent)
-    chunks = []
-    for group in groups:
-        env = {n: torch.from_numpy(a) for n, a in envs[group.name].items()}
-        for name, stage in group.stages.items():
-            chunks.append(single(name, stage, tuple(env[n] for n in stage.input_names)))
+    chunks = temporal_chunks(groups[:-1], envs)
+    spatial = groups[-1]
+    env = {n: torch.from_numpy(a) for n, a in envs[spatial.label].items()}
+    chunks += [single(name, stage, tuple(env[n] for n in stage.input_names)) for name, stage in spatial.stages.items()]
     decoder = section(model, shape, groups)
     rows = streaming_plan(groups)
     return Plan(
@@ -183,9 +205,9 @@ def plan(opts: ExportOptions, scratch: Path) -> Plan:
         source=source,
         precision=prec,
         chunks=chunks,
-        pipelines={g.name: list(g.stages) for g in groups},
+        pipelines={g.name: list(g.stages) for g in groups},  # the temporal groups: the same chunk names
         sections={"decoder": decoder},
-        checks=lambda root: checks(model, envs, latent),
+        checks=lambda root: checks(model, groups, envs, latent),
         summary={
             "decoder": {k: decoder[k] for k in ("latent_shape", "pixel_frames", "pixel_size", "plan")},
             "largest_boundary_bytes": max(r["activation_bytes"] for r in rows),

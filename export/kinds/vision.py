@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from edgetrim.calib.report import calibration_record
 from edgetrim.calib.samples import sample_images
 from edgetrim.export.families.vision import VisionTower, load_tower
 from edgetrim.export.kinds.base import Chunk, Plan, Quantization, quantization, single
@@ -64,6 +65,29 @@ def reduction_plan(tower: VisionTower, opts: ExportOptions, kind: str) -> Reduct
     partitions = 1 if grid == (1, 1) else 1 + grid[0] * grid[1]
     alpha = opts.value("alpha", kind)
     return ReductionPlan(method, grid, resolve_budget(1.0 if method == "none" else budget, partitions, side**2, alpha))
+
+
+def apply_calibration(tower: VisionTower, opts: ExportOptions, kind: str) -> dict | None:
+    """`budget` auto: the budget and alpha an edgetrim calibrate report chose replace it in ``opts`` (so
+    ``export_options`` records what rebuilds the artifact); returns the manifest's ``calibration`` record.
+    None for a budget given by number."""
+    budget, report = opts.value("budget", kind), opts.value("calibration", kind)
+    if budget != "auto":
+        if report is not None:
+            raise UserError("`calibration` goes with `budget` auto: pass `budget` auto, or drop `calibration`")
+        return None
+    if report is None:
+        raise UserError(
+            "`budget` auto needs `calibration` REPORT_DIR (written by edgetrim calibrate): pass it, or a budget "
+            "such as 0.2"
+        )
+    if opts.alpha is not None:
+        raise UserError("`alpha` comes from the calibration report with `budget` auto: drop `alpha`")
+    grid = parse_grid(opts.value("grid", kind))
+    size = opts.value("image_size", kind) or tower.image_size
+    opts.budget, opts.alpha, record = calibration_record(report, tower.source.name, kind, grid, size)
+    opts.calibration = None
+    return record
 
 
 def block_layout(tower: VisionTower, opts: ExportOptions, kind: str) -> list[tuple[int, int]] | None:
@@ -212,6 +236,7 @@ def summary(module: ReducedVisionEncoder) -> dict:
 def plan(opts: ExportOptions, scratch) -> Plan:
     kind = contract.VISION_ENCODER
     tower = load_tower(opts.model_spec, opts.value("feature_layer", kind))
+    calibration = apply_calibration(tower, opts, kind)
     quant = quantization(opts, kind, ("int8",), tower.source.random_weights)
     module, chunks = build_encoder(tower, opts, kind, quant)
     return Plan(
@@ -220,8 +245,11 @@ def plan(opts: ExportOptions, scratch) -> Plan:
         precision=precision(opts.target, opts.fp16),
         chunks=chunks,
         pipelines={contract.VISION: [c.name for c in chunks]},
-        sections=sections(module, str(opts.value("budget", kind)), llm=False),
+        sections=sections(module, str(opts.value("budget", kind)), llm=False)
+        | ({"calibration": calibration} if calibration else {}),
         checks=lambda root: [vision_check(module, quant)],
-        summary=summary(module) | {"quantization": quant.describe()},
+        summary=summary(module)
+        | {"quantization": quant.describe()}
+        | ({"calibration": calibration} if calibration else {}),
         source_extra={"has_projector": tower.projector is not None, "token_dim": tower.output_size},
     )

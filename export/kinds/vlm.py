@@ -144,6 +144,7 @@ def plan(opts: ExportOptions, scratch: Path) -> Plan:
     if not template:
         raise UserError(f"no chat template is known for a {src.model.config.model_type} LLM: pass `template`")
     check_template(template)
+    calibration = vision.apply_calibration(src.tower, opts, kind)
     quant = quantization(opts, kind, language_model.MODES, spec in VLM_PRESETS)
     module, vision_chunks = vision.build_encoder(src.tower, opts, kind, quant)
     k = module.plan.budget.total
@@ -164,8 +165,9 @@ def plan(opts: ExportOptions, scratch: Path) -> Plan:
             f"the vision tokens are {src.tower.output_size}-wide but the language model is {lm.dims.hidden}-wide: "
             "the checkpoint's projector does not match its language model"
         )
-    lm_chunks, lm_pipelines = language_model.lm_chunks(lm, opts.value("llm_chunks", kind), quant.mode, kv_cache)
-    llm = language_model.lm_section(lm, quant.on, kv_cache) | {
+    tied = language_model.tied_weight(lm, opts.target, quant.mode)
+    lm_chunks, lm_pipelines = language_model.lm_chunks(lm, opts.value("llm_chunks", kind), quant.mode, kv_cache, tied)
+    llm = language_model.lm_section(lm, quant.on, kv_cache, tied) | {
         "visual_tokens": k,
         "text_budget": prefill_len - k,
         "template": template,
@@ -173,6 +175,7 @@ def plan(opts: ExportOptions, scratch: Path) -> Plan:
         "eos_token_ids": src.eos_token_ids,
     }
     sections = vision.sections(module, str(opts.value("budget", kind)), llm=True) | {"llm": llm}
+    sections |= {"calibration": calibration} if calibration else {}
     source = src.tower.source
     source.config = {"vision": source.config, "text": lm.model_type}
     source.random_weights = spec in VLM_PRESETS
@@ -183,7 +186,7 @@ def plan(opts: ExportOptions, scratch: Path) -> Plan:
         chunks=vision_chunks + lm_chunks,
         pipelines={contract.VISION: [c.name for c in vision_chunks], **lm_pipelines},
         sections=sections,
-        data_files=language_model.lm_files(lm, src.tokenizer_dir, quant.on),
+        data_files=language_model.lm_files(lm, src.tokenizer_dir, quant.on, tied),
         checks=lambda root: [
             vision.vision_check(module, quant),
             *llm_checks(
@@ -193,6 +196,7 @@ def plan(opts: ExportOptions, scratch: Path) -> Plan:
         summary=vision.summary(module)
         | {"quantization": quant.describe(), "llm_layers": lm.dims.layers}
         | {"prefill_lengths": prefill_lengths, "max_length": max_len, "embedding_dtype": llm["embedding_dtype"]}
-        | {"kv_cache": kv_cache},
+        | {"kv_cache": kv_cache}
+        | ({"calibration": calibration} if calibration else {}),
         source_extra={"has_projector": True, "token_dim": src.tower.output_size},
     )

@@ -5,8 +5,9 @@ Stage groups, each run in order on every invocation:
 - ``temporal`` (once per micro-frame chunk of k latent frames): ``temporal_head`` (z * scale + shift,
   post_quant_conv, conv1, res_blocks), ``temporal_block_i`` for levels L-1 .. 1 (res blocks, then the causal conv +
   depth-to-time that doubles the frames where the encoder halved them), ``temporal_block_0`` (level 0, norm,
-  conv_out, the leading causal-padding frames dropped). A shorter last chunk is its own group ``temporal_last``
-  (other static shapes, same weights).
+  conv_out, the leading causal-padding frames dropped). A shorter last chunk is a second temporal group over
+  the same weights and stage names, other static shapes: one function per chunk length
+  (``contract.temporal_function``), so an artifact stores the temporal weights once.
 - ``spatial`` (once per micro-batch of N frames): ``spatial_head`` (/ scaling_factor, post_quant_conv, conv_in,
   mid block), ``spatial_up_i`` per up block, the last with norm + conv_out (its input is the largest tensor of
   the decode, so it is not passed across a boundary twice).
@@ -40,8 +41,8 @@ from edgetrim.runtime.contract import (
     LATENT_CHUNK,
     SPATIAL,
     TEMPORAL,
-    TEMPORAL_LAST,
     spatial_name,
+    temporal_function,
     temporal_name,
 )
 
@@ -248,6 +249,8 @@ class DecodeShape:
 class StageGroup:
     """Stages run in order on each of ``invocations`` inputs of ``input_shape`` (micro-frame chunks of the latent,
     [B*k, C, h, w], or micro-batches of frames, [N, C, h, w]); the stages of all groups share the model's weights.
+    ``name``: the pipeline (``temporal``, ``spatial``); ``function``: the function of the pipeline's chunks the
+    group is (temporal: ``temporal_function(k)``, one per chunk length, the same stage names; spatial: None).
     ``frames``: video frames per sample one invocation makes (temporal groups; the micro-batch N for spatial)."""
 
     name: str
@@ -255,30 +258,40 @@ class StageGroup:
     invocations: int
     input_shape: tuple[int, ...]
     frames: int
+    function: str | None = None
+
+    @property
+    def label(self) -> str:
+        """``pipeline`` or ``pipeline:function``: unique among a decode's groups."""
+        return f"{self.name}:{self.function}" if self.function else self.name
 
 
-def temporal_stages(model: OpenSoraVAE, prefix: str, frames: int, samples: int) -> dict[str, Stage]:
-    """The temporal decoder of one micro-frame chunk making ``frames`` video frames, keyed ``{prefix}_{part}``."""
+def temporal_stages(model: OpenSoraVAE, frames: int, samples: int) -> dict[str, Stage]:
+    """The temporal decoder of one micro-frame chunk making ``frames`` video frames, keyed ``temporal_{part}``
+    (the same names whatever the chunk length: the chunks whose functions they are)."""
     levels = model.temporal_vae.decoder.levels
-    stages: dict[str, Stage] = {f"{prefix}_head": TemporalHeadStage(model, samples)}
+    stages: dict[str, Stage] = {f"{TEMPORAL}_head": TemporalHeadStage(model, samples)}
     for index, level in enumerate(range(levels - 1, 0, -1)):
-        stages[f"{prefix}_block_{level}"] = TemporalBlockStage(model, level, index, samples)
+        stages[f"{TEMPORAL}_block_{level}"] = TemporalBlockStage(model, level, index, samples)
     crop = model.temporal_vae.padding(frames)
-    stages[f"{prefix}_block_0"] = TemporalTailStage(model, levels - 1, crop, samples)
+    stages[f"{TEMPORAL}_block_0"] = TemporalTailStage(model, levels - 1, crop, samples)
     return {name: stage.eval() for name, stage in stages.items()}
 
 
 def decoder_stages(model: OpenSoraVAE, shape: DecodeShape) -> list[StageGroup]:
-    """The stage groups of a decode at ``shape``, in run order: temporal (per micro-frame chunk; a shorter last
-    chunk as ``temporal_last``), then spatial (per micro-batch of frames)."""
+    """The stage groups of a decode at ``shape``, in run order: temporal (per micro-frame chunk: one group per
+    chunk length, each a function of the temporal chunks, ``temporal_function(k)``), then spatial (per micro-batch
+    of frames)."""
     c = model.config
     chunks = model.frame_chunks(shape.latent_frames, shape.num_frames)
     b, h, w = shape.batch, shape.height, shape.width
     groups = []
-    for name, chunk in zip((TEMPORAL, TEMPORAL_LAST), dict.fromkeys(chunks), strict=False):
+    for chunk in dict.fromkeys(chunks):  # the full chunks, then a shorter last one (each length makes one count)
         latents, frames = chunk
-        stages = temporal_stages(model, name, frames, b)
-        groups.append(StageGroup(name, stages, chunks.count(chunk), (b * latents, c.latent_channels, h, w), frames))
+        stages = temporal_stages(model, frames, b)
+        shape_in = (b * latents, c.latent_channels, h, w)
+        function = temporal_function(latents)
+        groups.append(StageGroup(TEMPORAL, stages, chunks.count(chunk), shape_in, frames, function))
     total = b * sum(frames for _, frames in chunks)
     batch = min(shape.micro_batch or c.micro_batch_size, total)
     spatial: dict[str, Stage] = {"spatial_head": SpatialHeadStage(model, batch).eval()}
@@ -321,7 +334,8 @@ def output_shapes(stage: Stage, inputs: dict[str, tuple[int, ...]]) -> dict[str,
 
 
 def streaming_plan(groups: list[StageGroup]) -> list[dict]:
-    """One row per stage in run order: its group, invocations, input/output shapes, weight bytes and boundary
+    """One row per stage and group in run order: its group (pipeline) and function, invocations, input/output
+    shapes, weight bytes (a temporal stage's again for each function: they are the same weights) and boundary
     activation bytes (inputs + outputs, fp32; a stage's internal peak is a few times its largest tensor)."""
     rows = []
     for group in groups:
@@ -336,6 +350,7 @@ def streaming_plan(groups: list[StageGroup]) -> list[dict]:
                 {
                     "stage": name,
                     "group": group.name,
+                    "function": group.function,
                     "invocations": group.invocations,
                     "inputs": inputs,
                     "outputs": outputs,

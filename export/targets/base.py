@@ -26,6 +26,22 @@ def per_function(functions: Functions, example: Examples) -> dict[str, tuple]:
 
 
 @dataclass
+class TiedWeight:
+    """A chunk weight [N, K] stored in top-level data files rather than the chunk's own: ONNX, the MatMulNBits
+    (bits 8) weight of a quantized LM head tied to the token embedding, ``values`` ``q + 128`` uint8 [N, K] and
+    ``scales`` float32 [N, K / block], which are also the int8_block embedding table (``files``: the .npy
+    names of the two; the graphs reference their bytes past the .npy header)."""
+
+    values: object  # numpy uint8 [N, K]
+    scales: object  # numpy float32 [N, K / block]
+    files: tuple[str, str]
+
+    @property
+    def block(self) -> int:
+        return self.values.shape[1] // self.scales.shape[1]
+
+
+@dataclass
 class ChunkFiles:
     """What a target wrote for one chunk."""
 

@@ -9,11 +9,18 @@ per machine (``edgetrim.runtime.onnx_cache``). Then every graph is written with 
 (>= 64 bytes) in ``<stem>.onnx.data``, 64-byte aligned, a tensor present in several graphs (same
 dtype, shape, bytes) stored once whatever name each exporter run gave it.
 Files: ``<stem>.onnx`` (one function) or ``<stem>.<function>.onnx`` (several), and ``<stem>.onnx.data``.
+
+A quantized LM head tied to the token embedding (``tied``, ``TiedWeight``) becomes one MatMulNBits of
+bits 8 (a scale per ``tied.block`` values along the input, zero point 128, int8 compute) whose weight and
+scales are the int8_block embedding table itself: the graphs reference the two top-level .npy files
+(offset past their header) instead of a copy in ``<stem>.onnx.data``, so the artifact holds that [V, D]
+matrix once.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import tempfile
 import warnings
@@ -23,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from edgetrim.export.targets.base import ChunkFiles, Examples, Functions, per_function
+from edgetrim.export.targets.base import ChunkFiles, Examples, Functions, TiedWeight, per_function
 from edgetrim.runtime import contract
 
 OPSET = 18
@@ -111,6 +118,77 @@ def quantize_int4_blocks(src: Path, dst: Path) -> Path:
     return dst
 
 
+def tie_head(src: Path, dst: Path, tied: TiedWeight) -> Path:
+    """The graph's one float weight product over a [N, K] / [K, N] initializer equal in shape to the tied
+    weight (the LM head: Gemm with transB or MatMul) -> MatMulNBits bits 8 over ``tied``'s values and scales
+    (accuracy_level 4: int8 compute where the CPU has it)."""
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(str(src))
+    graph = model.graph
+    n, k = tied.values.shape
+    inits = {t.name: t for t in graph.initializer}
+
+    def is_head(node) -> bool:
+        if len(node.input) < 2 or node.input[1] not in inits:
+            return False
+        dims = tuple(inits[node.input[1]].dims)
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        if node.op_type == "Gemm":
+            plain = attrs.get("transA", 0) == 0 and attrs.get("alpha", 1.0) == 1.0 and len(node.input) == 2
+            return plain and attrs.get("transB", 0) == 1 and dims == (n, k)
+        return node.op_type == "MatMul" and dims == (k, n)
+
+    heads = [i for i, node in enumerate(graph.node) if is_head(node)]
+    if len(heads) != 1:
+        raise RuntimeError(f"{src.name}: {len(heads)} products over a [{n}, {k}] weight, not the one tied LM head")
+    node = graph.node[heads[0]]
+    weight = node.input[1]
+    name = "lm_head.weight"
+    values = tied.values.reshape(n, k // tied.block, tied.block)
+    replacement = helper.make_node(
+        "MatMulNBits",
+        [node.input[0], f"{name}_Q8", f"{name}_scales"],
+        list(node.output),
+        name=node.name or "lm_head",
+        domain="com.microsoft",
+        K=k,
+        N=n,
+        bits=8,
+        block_size=tied.block,
+        accuracy_level=4,
+    )
+    graph.node.remove(node)
+    graph.node.insert(heads[0], replacement)
+    if not any(weight in other.input for other in graph.node):
+        graph.initializer.remove(inits[weight])
+    graph.initializer.extend(
+        [
+            numpy_helper.from_array(values, f"{name}_Q8"),
+            numpy_helper.from_array(np.ascontiguousarray(tied.scales).reshape(-1), f"{name}_scales"),
+        ]
+    )
+    if not any(o.domain == "com.microsoft" for o in model.opset_import):
+        model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    onnx.save(model, str(dst), save_as_external_data=True, location=dst.name + ".data", size_threshold=INLINE_BYTES)
+    return dst
+
+
+def npy_links(tied: TiedWeight) -> dict[str, tuple[str, int]]:
+    """sha256 of the tied values' / scales' bytes -> (their .npy file, offset of the data past its header)."""
+    import numpy as np
+
+    links = {}
+    for array, name in zip((tied.values, tied.scales), tied.files, strict=True):
+        buffer = io.BytesIO()
+        np.save(buffer, array)
+        raw = np.ascontiguousarray(array).tobytes()
+        links[hashlib.sha256(raw).hexdigest()] = (name, buffer.tell() - len(raw))
+    return links
+
+
 def tensor_bytes(tensor, folder: Path) -> bytes:
     """The raw bytes of an initializer, read from its external file when it has one."""
     from onnx import numpy_helper
@@ -123,8 +201,12 @@ def tensor_bytes(tensor, folder: Path) -> bytes:
         return fh.read(int(entry["length"])) if "length" in entry else fh.read()
 
 
-def write_shared(graphs: dict[str, Path], folder: Path, stem: str) -> tuple[dict[str, Path], Path]:
-    """Write each graph as ``folder/<stem>[.<function>].onnx`` with its weights in one ``<stem>.onnx.data``."""
+def write_shared(
+    graphs: dict[str, Path], folder: Path, stem: str, links: dict[str, tuple[str, int]] | None = None
+) -> tuple[dict[str, Path], Path]:
+    """Write each graph as ``folder/<stem>[.<function>].onnx`` with its weights in one ``<stem>.onnx.data``;
+    a weight whose bytes' sha256 is in ``links`` references that (file, offset) instead (a tied LM head)."""
+    links = links or {}
     import onnx
 
     data_path = folder / f"{stem}.onnx.data"
@@ -142,16 +224,19 @@ def write_shared(graphs: dict[str, Path], folder: Path, stem: str) -> tuple[dict
                         tensor.data_location = onnx.TensorProto.DEFAULT
                         tensor.raw_data = raw
                     continue
-                key = (tensor.data_type, tuple(tensor.dims), hashlib.sha256(raw).hexdigest())
-                if key not in offsets:
+                digest = hashlib.sha256(raw).hexdigest()
+                key = (tensor.data_type, tuple(tensor.dims), digest)
+                if digest not in links and key not in offsets:
                     data.write(b"\0" * (-data.tell() % ALIGN))
                     offsets[key] = (data.tell(), len(raw))
                     data.write(raw)
-                offset, length = offsets[key]
+                location, (offset, length) = data_path.name, offsets.get(key, (0, len(raw)))
+                if digest in links:
+                    location, offset = links[digest]
                 for name in ("raw_data", "float_data", "int32_data", "int64_data", "double_data", "uint64_data"):
                     tensor.ClearField(name)
                 del tensor.external_data[:]
-                for k, v in (("location", data_path.name), ("offset", str(offset)), ("length", str(length))):
+                for k, v in (("location", location), ("offset", str(offset)), ("length", str(length))):
                     tensor.external_data.add(key=k, value=v)
                 tensor.data_location = onnx.TensorProto.EXTERNAL
             paths[function] = folder / (f"{stem}.onnx" if len(graphs) == 1 else f"{stem}.{function}.onnx")
@@ -160,12 +245,21 @@ def write_shared(graphs: dict[str, Path], folder: Path, stem: str) -> tuple[dict
 
 
 def write(
-    functions: Functions, example: Examples, folder: Path, stem: str, fp16: bool = False, quantize: str | None = None
+    functions: Functions,
+    example: Examples,
+    folder: Path,
+    stem: str,
+    fp16: bool = False,
+    quantize: str | None = None,
+    tied: TiedWeight | None = None,
 ) -> ChunkFiles:
     """One chunk: every function as a graph (at its own example's shapes), weights shared. ``quantize``:
-    None, ``int8`` or ``int4`` (deterministic, so a weight quantized in two graphs is still stored once)."""
+    None, ``int8`` or ``int4`` (deterministic, so a weight quantized in two graphs is still stored once);
+    ``tied``: the chunk is a quantized LM head whose weight is the int8_block embedding (``tie_head``)."""
     del fp16  # ONNX artifacts are fp32
     quantizer = {"int8": quantize_int8_dynamic, "int4": quantize_int4_blocks}.get(quantize or "")
+    if tied is not None:
+        quantizer = lambda src, dst: tie_head(src, dst, tied)  # noqa: E731
     examples = per_function(functions, example)
     graphs = {}
     with tempfile.TemporaryDirectory(prefix=".onnx-", dir=folder) as tmp:
@@ -174,7 +268,7 @@ def write(
             if quantizer:
                 path = quantizer(path, Path(tmp) / f"{function}.{quantize}.onnx")
             graphs[function] = path
-        paths, data_path = write_shared(graphs, folder, stem)
+        paths, data_path = write_shared(graphs, folder, stem, npy_links(tied) if tied is not None else None)
     names = list(paths)
     files = [(paths[f], contract.program_role(f, i == 0)) for i, f in enumerate(names)]
     extra = {"quantization": QUANTIZE[quantize]} if quantize else {}

@@ -11,8 +11,9 @@
 /// - `video-denoiser`: `caption`, `denoiser` (depth chunks hold functions `plain` and `tdtm`);
 ///   top-level file `null_caption`
 /// - `text-encoder`: `text_encoder`; top-level file `tokenizer`
-/// - `video-decoder`: `temporal` (per micro-frame chunk of latent frames; `temporal_last` for a shorter last chunk,
-///   same weights), `spatial` (per micro-batch of frames)
+/// - `video-decoder`: `temporal` (per micro-frame chunk of latent frames; its chunks hold a function `latents_<k>` per
+///   chunk length, e.g. `latents_5` and a shorter last `latents_2`, over the same weights), `spatial` (per
+///   micro-batch of frames)
 public enum Contract {
     public static let schemaVersion = 1
     public static let manifest = "manifest.json"
@@ -55,7 +56,6 @@ public enum Contract {
     public static let text = "text_encoder"
     // video decoder
     public static let temporal = "temporal"
-    public static let temporalLast = "temporal_last"
     public static let spatial = "spatial"
     /// The one pipeline of a manifest that names none (all chunks in order).
     public static let defaultPipeline = "main"
@@ -87,6 +87,10 @@ public enum Contract {
     public static let embeddingFloat32 = "float32"
     public static let embeddingFloat16 = "float16"
     public static let embeddingInt8 = "int8"
+    /// Quantized ONNX, the LM head tied to the table: `q + embeddingZeroPoint` uint8 [V, D], scales [V, D / block]
+    /// float32; the `llm.embedding_tied` chunk's MatMulNBits reads the same files as its weight.
+    public static let embeddingInt8Block = "int8_block"
+    public static let embeddingZeroPoint = 128
 
     /// Role of the file holding one function of an ONNX chunk (one graph per file).
     public static func programRole(_ function: String, first: Bool) -> String {
@@ -104,6 +108,10 @@ public enum Contract {
     /// Function of a language-model chunk that prefills `length` positions (one per prefill length; beside it the
     /// chunk holds `decode`, over the same weights): `prefill_96`.
     public static func prefillFunction(_ length: Int) -> String { "\(prefill)_\(length)" }
+
+    /// Function of a video-decoder temporal chunk that decodes a micro-frame chunk of `latentFrames` latent frames
+    /// (one per chunk length: the full one and a shorter last one, over the same weights): `latents_2`.
+    public static func temporalFunction(_ latentFrames: Int) -> String { "latents_\(latentFrames)" }
 
     /// ExecuTorch method / Core ML function holding `function` of a multi-function chunk.
     public static func methodName(_ function: String) -> String { "\(defaultMethod)_\(function)" }

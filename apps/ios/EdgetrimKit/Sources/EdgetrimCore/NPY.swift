@@ -1,14 +1,14 @@
 import Foundation
 
-/// A NumPy `.npy` array (version 1-3, little-endian float32 or float16, or int8; C order), as artifacts store
-/// their data files: the token-embedding table [V, D] (int8 with its scales [V] in quantized exports) and the null
-/// caption [L, C]. Values are widened to float32.
+/// A NumPy `.npy` array (version 1-3, little-endian float32 or float16, int8 or uint8; C order), as artifacts store
+/// their data files: the token-embedding table [V, D] (int8 with its scales [V] in quantized exports, uint8 `q + 128`
+/// with block scales when tied to the LM head) and the null caption [L, C]. Values are widened to float32.
 public struct NPYArray: Sendable {
     /// Bytes per value of each dtype read.
-    static let widths = ["<f4": 4, "<f2": 2, "|i1": 1]
+    static let widths = ["<f4": 4, "<f2": 2, "|i1": 1, "|u1": 1]
 
     public let shape: [Int]
-    public let dtype: String  // "<f4", "<f2" or "|i1"
+    public let dtype: String  // "<f4", "<f2", "|i1" or "|u1"
     private let data: Data
     private let offset: Int
 
@@ -34,7 +34,7 @@ public struct NPYArray: Sendable {
         }
         guard let descr = field("descr"), let dtype = descr.split(separator: "'").first.map(String.init),
               let width = Self.widths[dtype]
-        else { throw ArtifactError("unsupported .npy dtype in \(header): float32, float16 (little-endian) or int8 only") }
+        else { throw ArtifactError("unsupported .npy dtype in \(header): float32, float16 (little-endian), int8 or uint8 only") }
         guard field("fortran_order")?.hasPrefix("False") == true else { throw ArtifactError(".npy is not C order") }
         guard let shapeText = field("shape"), let open = shapeText.firstIndex(of: "("),
               let close = shapeText.firstIndex(of: ")")
@@ -69,7 +69,9 @@ public struct NPYArray: Sendable {
                 switch width {
                 case 4: return Float(bitPattern: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: at, as: UInt32.self)))
                 case 2: return Float(float16Bits: UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: at, as: UInt16.self)))
-                default: return Float(raw.load(fromByteOffset: at, as: Int8.self))
+                default:
+                    return dtype == "|u1" ? Float(raw.load(fromByteOffset: at, as: UInt8.self))
+                        : Float(raw.load(fromByteOffset: at, as: Int8.self))
                 }
             }
         }

@@ -108,15 +108,35 @@ extension Manifest {
         }
     }
 
-    /// An int8 embedding table lists its per-row scales (`embedding_scales`).
+    /// An int8 / int8_block embedding table lists its scales (`embedding_scales`); a table tied to the LM head
+    /// (`llm.embedding_tied`, int8_block and only it) names one of the artifact's chunks.
     private static func checkEmbedding(_ path: String, _ manifest: ManifestJSON) throws {
-        guard manifest["llm"]?["embedding_dtype"] == .string(Contract.embeddingInt8) else { return }
-        guard case .array(let files) = manifest["files"] ?? .array([]),
-            files.contains(where: { $0["role"] == .string(Contract.embeddingScales) })
-        else {
+        guard let llm = manifest["llm"], case .object = llm else { return }
+        let dtype = llm["embedding_dtype"]
+        let block = dtype == .string(Contract.embeddingInt8Block)
+        if dtype == .string(Contract.embeddingInt8) || block {
+            guard case .array(let files) = manifest["files"] ?? .array([]),
+                files.contains(where: { $0["role"] == .string(Contract.embeddingScales) })
+            else {
+                throw VerificationError.manifest(
+                    "\(path): llm.embedding_dtype is \(block ? Contract.embeddingInt8Block : Contract.embeddingInt8) "
+                        + "but the artifact lists no \(Contract.embeddingScales) file "
+                        + "(the table's \(block ? "block" : "per-row") scales): \(damaged)")
+            }
+        }
+        let tied = llm["embedding_tied"]
+        guard block == (tied != nil) else {
             throw VerificationError.manifest(
-                "\(path): llm.embedding_dtype is int8 but the artifact lists no \(Contract.embeddingScales) file "
-                    + "(the table's per-row scales): \(damaged)")
+                "\(path): llm.embedding_dtype is \(dtype?.repr ?? "absent") \(tied == nil ? "without" : "with") "
+                    + "llm.embedding_tied: a tied table is int8_block and names its head chunk, and only it: \(damaged)")
+        }
+        if let tied {
+            guard case .array(let chunks) = manifest["chunks"] ?? .array([]),
+                chunks.contains(where: { $0["name"] == tied }), case .string = tied
+            else {
+                throw VerificationError.manifest(
+                    "\(path): llm.embedding_tied names no chunk of the artifact (\(tied.repr)): \(damaged)")
+            }
         }
     }
 

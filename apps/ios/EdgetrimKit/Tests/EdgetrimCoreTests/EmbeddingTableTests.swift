@@ -60,4 +60,47 @@ final class EmbeddingTableTests: XCTestCase {
         XCTAssertThrowsError(try EmbeddingTable(values: values, scales: nil))
         XCTAssertThrowsError(try EmbeddingTable(values: values, scales: values))  // scales must be float32 [V]
     }
+
+    func blockVector() throws -> [String: Any] {
+        try XCTUnwrap(Vectors.json("embedding_block.json") as? [String: Any])
+    }
+
+    /// embedding_block.json: an int8_block table (uint8 `q + 128`, a scale per block) -> (u - 128) * scale, exactly.
+    func testInt8BlockRowsAreTheStoredValuesLessTheZeroPointTimesTheirBlockScale() throws {
+        let c = try blockVector()
+        let values = try NPYArray(contentsOf: Vectors.url(try XCTUnwrap(c["table"] as? String)))
+        let scales = try NPYArray(contentsOf: Vectors.url(try XCTUnwrap(c["scales"] as? String)))
+        XCTAssertEqual(values.dtype, "|u1")
+        XCTAssertEqual(values.shape, try XCTUnwrap(c["shape"] as? [Int]))
+        XCTAssertEqual(scales.shape, try XCTUnwrap(c["scales_shape"] as? [Int]))
+        XCTAssertEqual(values.floats, try XCTUnwrap(c["values"] as? [Int]).map(Float.init))
+        XCTAssertEqual(scales.floats, try XCTUnwrap(c["scale_values"] as? [Double]).map(Float.init))
+        XCTAssertEqual(c["zero_point"] as? Int, Contract.embeddingZeroPoint)
+        let table = try EmbeddingTable(values: values, scales: scales)
+        let ids = try XCTUnwrap(c["ids"] as? [Int])
+        let rows = try XCTUnwrap(c["rows"] as? [[Double]])
+        XCTAssertEqual(ids.count, rows.count)
+        for (id, want) in zip(ids, rows) {
+            XCTAssertEqual(try table.row(id), want.map(Float.init), "row \(id)")
+        }
+        XCTAssertThrowsError(try EmbeddingTable(values: values, scales: values))  // scales must be float32 [V, G]
+        XCTAssertThrowsError(try EmbeddingTable(values: values, scales: nil))
+    }
+
+    /// manifests/language-model-tied.json (quantized ONNX, head tied to the table) reads its int8_block table.
+    func testTheTiedManifestReadsItsInt8BlockTable() throws {
+        let c = try blockVector()
+        var manifest = try Manifest.parse(Vectors.data("manifests/language-model-tied.json"))
+        XCTAssertEqual(manifest.llm?.embeddingDtype, Contract.embeddingInt8Block)
+        manifest.files = [
+            Manifest.FileEntry(
+                path: try XCTUnwrap(c["table"] as? String), role: Contract.embedding, bytes: 0, sha256: ""),
+            Manifest.FileEntry(
+                path: try XCTUnwrap(c["scales"] as? String), role: Contract.embeddingScales, bytes: 0, sha256: ""),
+        ]
+        let table = try EmbeddingTable(artifact: Artifact(root: Vectors.root, manifest: manifest))
+        let ids = try XCTUnwrap(c["ids"] as? [Int])
+        let rows = try XCTUnwrap(c["rows"] as? [[Double]])
+        XCTAssertEqual(try table.row(ids[0]), rows[0].map(Float.init))
+    }
 }

@@ -14,8 +14,9 @@ import java.util.Map;
  * {@code language-model}: prefill, decode (file embedding); both with embedding_scales when the table is int8;
  * {@code video-denoiser}: caption, denoiser (depth chunks
  * hold functions plain and tdtm; file null_caption); {@code text-encoder}: text_encoder (file tokenizer);
- * {@code video-decoder}: temporal (per micro-frame chunk of latent frames; temporal_last for a shorter last chunk, same
- * weights), spatial (per micro-batch of frames).
+ * {@code video-decoder}: temporal (per micro-frame chunk of latent frames; its chunks hold a function latents_k per
+ * chunk length, e.g. latents_5 and a shorter last latents_2, over the same weights), spatial (per micro-batch of
+ * frames).
  */
 public final class Contract {
     private Contract() {}
@@ -61,7 +62,6 @@ public final class Contract {
     public static final String TEXT = "text_encoder";
     // video decoder
     public static final String TEMPORAL = "temporal";
-    public static final String TEMPORAL_LAST = "temporal_last";
     public static final String SPATIAL = "spatial";
     /** The one pipeline of a manifest that names none (all chunks in order). */
     public static final String DEFAULT_PIPELINE = "main";
@@ -92,6 +92,12 @@ public final class Contract {
     public static final String EMBEDDING_FLOAT32 = "float32";
     public static final String EMBEDDING_FLOAT16 = "float16";
     public static final String EMBEDDING_INT8 = "int8";
+    /**
+     * Quantized ONNX, the LM head tied to the table: {@code q + EMBEDDING_ZERO_POINT} uint8 [V, D], scales [V, D / block]
+     * float32; the {@code llm.embedding_tied} chunk's MatMulNBits reads the same files as its weight.
+     */
+    public static final String EMBEDDING_INT8_BLOCK = "int8_block";
+    public static final int EMBEDDING_ZERO_POINT = 128;
 
     // functions
     /** Depth-chunk functions of a video denoiser. */
@@ -156,6 +162,14 @@ public final class Contract {
      */
     public static String prefillFunction(int length) {
         return PREFILL + "_" + length;
+    }
+
+    /**
+     * Function of a video-decoder temporal chunk that decodes a micro-frame chunk of {@code latentFrames} latent frames
+     * (one per chunk length: the full one and a shorter last one, over the same weights): {@code latents_2}.
+     */
+    public static String temporalFunction(int latentFrames) {
+        return "latents_" + latentFrames;
     }
 
     /** ExecuTorch method / Core ML function holding {@code function} of a multi-function chunk. */

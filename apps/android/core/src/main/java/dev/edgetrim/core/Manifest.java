@@ -167,16 +167,43 @@ public record Manifest(
         }
     }
 
-    /** An int8 embedding table lists its per-row scales ({@code embedding_scales}). */
+    /**
+     * An int8 / int8_block embedding table lists its scales ({@code embedding_scales}); a table tied to the LM head
+     * ({@code llm.embedding_tied}, int8_block and only it) names one of the artifact's chunks.
+     */
     private static void checkEmbedding(String path, JSONObject manifest) throws VerificationException {
         JSONObject llm = manifest.optJSONObject("llm");
-        if (llm == null || !Contract.EMBEDDING_INT8.equals(llm.opt("embedding_dtype"))) return;
-        JSONArray files = manifest.optJSONArray("files");
-        for (int i = 0; files != null && i < files.length(); i++) {
-            if (Contract.EMBEDDING_SCALES.equals(files.optJSONObject(i).opt("role"))) return;
+        if (llm == null) return;
+        Object dtype = llm.opt("embedding_dtype");
+        boolean block = Contract.EMBEDDING_INT8_BLOCK.equals(dtype);
+        if (Contract.EMBEDDING_INT8.equals(dtype) || block) {
+            JSONArray files = manifest.optJSONArray("files");
+            boolean listed = false;
+            for (int i = 0; files != null && i < files.length(); i++) {
+                JSONObject file = files.optJSONObject(i);
+                listed |= file != null && Contract.EMBEDDING_SCALES.equals(file.opt("role"));
+            }
+            if (!listed) {
+                throw new VerificationException(Reason.MANIFEST, path + ": llm.embedding_dtype is " + dtype
+                        + " but the artifact lists no " + Contract.EMBEDDING_SCALES + " file (the table's "
+                        + (block ? "block" : "per-row") + " scales): " + DAMAGED);
+            }
         }
-        throw new VerificationException(Reason.MANIFEST, path + ": llm.embedding_dtype is int8 but the artifact lists no "
-                + Contract.EMBEDDING_SCALES + " file (the table's per-row scales): " + DAMAGED);
+        boolean tied = llm.has("embedding_tied");
+        if (block != tied) {
+            throw new VerificationException(Reason.MANIFEST, path + ": llm.embedding_dtype is " + dtype
+                    + (tied ? " with" : " without") + " llm.embedding_tied: a tied table is int8_block and names its"
+                    + " head chunk, and only it: " + DAMAGED);
+        }
+        if (!tied) return;
+        Object chunk = llm.opt("embedding_tied");
+        JSONArray chunks = manifest.optJSONArray("chunks");
+        for (int i = 0; chunks != null && i < chunks.length(); i++) {
+            JSONObject entry = chunks.optJSONObject(i);
+            if (entry != null && chunk instanceof String && chunk.equals(entry.opt("name"))) return;
+        }
+        throw new VerificationException(Reason.MANIFEST, path + ": llm.embedding_tied names no chunk of the artifact ("
+                + chunk + "): " + DAMAGED);
     }
 
     /** The chunk and file entries the runtime indexes into: present, typed, inside the folder, names unique. */

@@ -64,9 +64,9 @@ public final class Npy {
         String descr = field(header, "descr");
         int quote = descr != null && descr.startsWith("'") ? descr.indexOf('\'', 1) : -1;
         String dtype = quote > 0 ? descr.substring(1, quote) : null;
-        if (!"<f4".equals(dtype) && !"<f2".equals(dtype) && !"|i1".equals(dtype)) {
+        if (!"<f4".equals(dtype) && !"<f2".equals(dtype) && !"|i1".equals(dtype) && !"|u1".equals(dtype)) {
             throw new ArtifactException("unsupported .npy dtype in " + name + " (" + header.trim()
-                    + "): float32, float16 (little-endian) or int8 only");
+                    + "): float32, float16 (little-endian), int8 or uint8 only");
         }
         String order = field(header, "fortran_order");
         if (order == null || !order.startsWith("False")) throw new ArtifactException(name + " is not a C-order .npy");
@@ -110,7 +110,7 @@ public final class Npy {
         return shape.clone();
     }
 
-    /** {@code <f4} (float32), {@code <f2} (float16) or {@code |i1} (int8). */
+    /** {@code <f4} (float32), {@code <f2} (float16), {@code |i1} (int8) or {@code |u1} (uint8). */
     public String dtype() {
         return dtype;
     }
@@ -140,7 +140,8 @@ public final class Npy {
                 for (int i = 0; i < count; i++) out[i] = halfToFloat(data.getShort(offset + (first + i) * 2));
             }
             default -> {
-                for (int i = 0; i < count; i++) out[i] = data.get(offset + first + i);
+                int mask = "|u1".equals(dtype) ? 0xFF : -1;  // uint8: the byte unsigned
+                for (int i = 0; i < count; i++) out[i] = data.get(offset + first + i) & mask;
             }
         }
         return out;

@@ -50,6 +50,7 @@ public class ContractTest {
                 "cache_names(1)", Contract.cacheNames(1),
                 "method_name('tdtm')", Contract.methodName(Contract.TDTM),
                 "prefill_function(96)", Contract.prefillFunction(96),
+                "temporal_function(2)", Contract.temporalFunction(2),
                 "program_role('tdtm', false)", Contract.programRole(Contract.TDTM, false),
                 "temporal_name(3)", Contract.temporalName(3),
                 "spatial_name(3)", Contract.spatialName(3));

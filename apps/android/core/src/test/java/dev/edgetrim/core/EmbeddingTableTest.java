@@ -76,4 +76,53 @@ public class EmbeddingTableTest {
         assertThrows(ArtifactException.class, () -> new EmbeddingTable(values, null));
         assertThrows(ArtifactException.class, () -> new EmbeddingTable(values, values));  // scales must be float32 [V]
     }
+
+    /** embedding_block.json: an int8_block table (uint8 q + 128, a scale per block) -> (u - 128) * scale, exactly. */
+    @Test
+    public void int8BlockRowsAreTheStoredValuesLessTheZeroPointTimesTheirBlockScale() throws Exception {
+        JSONObject c = Vectors.json("embedding_block.json");
+        Npy values = Npy.read(Vectors.path(c.getString("table")));
+        Npy scales = Npy.read(Vectors.path(c.getString("scales")));
+        assertEquals("|u1", values.dtype());
+        JSONArray shape = c.getJSONArray("shape");
+        JSONArray scalesShape = c.getJSONArray("scales_shape");
+        assertArrayEquals(new int[] {shape.getInt(0), shape.getInt(1)}, values.shape());
+        assertArrayEquals(new int[] {scalesShape.getInt(0), scalesShape.getInt(1)}, scales.shape());
+        assertArrayEquals(floats(c.getJSONArray("values")), values.floats(), 0f);
+        assertArrayEquals(floats(c.getJSONArray("scale_values")), scales.floats(), 0f);
+        assertEquals(Contract.EMBEDDING_ZERO_POINT, c.getInt("zero_point"));
+        EmbeddingTable table = new EmbeddingTable(values, scales);
+        JSONArray ids = c.getJSONArray("ids");
+        JSONArray rows = c.getJSONArray("rows");
+        assertEquals(ids.length(), rows.length());
+        for (int i = 0; i < ids.length(); i++) {
+            assertArrayEquals("row " + ids.getInt(i), floats(rows.getJSONArray(i)), table.row(ids.getInt(i)), 0f);
+        }
+        assertThrows(ArtifactException.class, () -> new EmbeddingTable(values, values));  // float32 [V, G]
+        assertThrows(ArtifactException.class, () -> new EmbeddingTable(values, null));
+    }
+
+    /** manifests/language-model-tied.json (quantized ONNX, head tied to the table) reads its int8_block table. */
+    @Test
+    public void theTiedManifestReadsItsInt8BlockTable() throws Exception {
+        JSONObject c = Vectors.json("embedding_block.json");
+        JSONObject manifest = Vectors.json("manifests/language-model-tied.json");
+        assertEquals(Contract.EMBEDDING_INT8_BLOCK, manifest.getJSONObject("llm").getString("embedding_dtype"));
+        JSONArray files = new JSONArray();
+        files.put(new JSONObject().put("path", c.getString("table")).put("role", Contract.EMBEDDING)
+                .put("bytes", 0).put("sha256", "0"));
+        files.put(new JSONObject().put("path", c.getString("scales")).put("role", Contract.EMBEDDING_SCALES)
+                .put("bytes", 0).put("sha256", "0"));
+        manifest.put("files", files);
+        byte[] data = manifest.toString().getBytes(StandardCharsets.UTF_8);
+        EmbeddingTable table = EmbeddingTable.open(new Artifact(Vectors.ROOT, Manifest.parse(data, "manifest.json")));
+        assertArrayEquals(floats(c.getJSONArray("rows").getJSONArray(0)), table.row(c.getJSONArray("ids").getInt(0)), 0f);
+
+        manifest.getJSONObject("llm").put("embedding_tied", "lm_tail");
+        byte[] nowhere = manifest.toString().getBytes(StandardCharsets.UTF_8);
+        VerificationException refused = assertThrows(VerificationException.class,
+                () -> Manifest.parse(nowhere, "manifest.json"));
+        assertEquals(VerificationException.Reason.MANIFEST, refused.reason());
+        assertTrue(refused.getMessage(), refused.getMessage().contains("llm.embedding_tied names no chunk"));
+    }
 }
