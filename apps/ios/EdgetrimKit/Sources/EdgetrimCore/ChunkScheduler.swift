@@ -127,7 +127,7 @@ public final class ChunkScheduler<Backend: ChunkBackend> {
         inputNames = inputs ?? chunks.first.map { artifact.io($0, function: function).inputs.map(\.name) } ?? []
         outputNames = outputs ?? chunks.last.map { artifact.io($0, function: function).outputs.map(\.name) } ?? []
         try Self.checkIO(artifact, chunks, inputs: inputNames, outputs: outputNames, function: function)
-        plan = try planMemory(chunks: chunks, budgetMB: memoryBudgetMB, overlap: overlap)
+        plan = try planMemory(chunks: chunks, of: artifact.manifest, budgetMB: memoryBudgetMB, overlap: overlap)
         loader = Loader(artifact: artifact, backend: backend, chunks: chunks, timeline: timeline)
         checked = [function]
     }

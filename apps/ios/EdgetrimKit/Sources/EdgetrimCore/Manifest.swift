@@ -168,6 +168,8 @@ public struct Manifest: Codable, Sendable {
         public var prefillLengths: [Int]
         /// float32, float16 or int8 (with `embedding_scales`): the embedding table on disk (`EmbeddingTable`).
         public var embeddingDtype: String?
+        /// int8_block tables only: the head chunk whose graphs read the table files as their weight.
+        public var embeddingTied: String?
         /// Where the KV cache lives (`Contract.kvState`: the layer chunks' model state; `Contract.kvIO`: past / present
         /// tensors); absent in older artifacts: io.
         public var kvCache: String
@@ -189,6 +191,7 @@ public struct Manifest: Codable, Sendable {
             case prefillLength = "prefill_length"
             case prefillLengths = "prefill_lengths"
             case embeddingDtype = "embedding_dtype"
+            case embeddingTied = "embedding_tied"
             case kvCache = "kv_cache"
             case visualTokens = "visual_tokens"
             case template
@@ -295,6 +298,7 @@ extension Manifest.LLM {
         prefillLength = try c.decode(Int.self, forKey: .prefillLength)
         prefillLengths = try c.decodeIfPresent([Int].self, forKey: .prefillLengths) ?? [prefillLength]
         embeddingDtype = try c.decodeIfPresent(String.self, forKey: .embeddingDtype)
+        embeddingTied = try c.decodeIfPresent(String.self, forKey: .embeddingTied)
         kvCache = try c.decodeIfPresent(String.self, forKey: .kvCache) ?? Contract.kvIO
         visualTokens = try c.decodeIfPresent(Int.self, forKey: .visualTokens)
         template = try c.decodeIfPresent(String.self, forKey: .template)
@@ -473,4 +477,15 @@ private struct OrderedKey: CodingKey {
     init(_ string: String) { stringValue = string }
     init?(stringValue: String) { self.init(stringValue) }
     init?(intValue: Int) { nil }
+}
+
+extension Manifest {
+    /// Bytes a chunk's programs read: its own files, and for the head tied to the embedding table
+    /// (`llm.embeddingTied`) the table and its scales, which its graphs read as their weight (Python's
+    /// `Artifact.weight_bytes`). What the memory planner budgets.
+    public func weightBytes(_ chunk: Chunk) -> Int {
+        guard let tied = llm?.embeddingTied, tied == chunk.name else { return chunk.bytes }
+        let roles: Set<String> = [Contract.embedding, Contract.embeddingScales]
+        return chunk.bytes + files.filter { roles.contains($0.role) }.reduce(0) { $0 + $1.bytes }
+    }
 }

@@ -79,7 +79,10 @@ public func planMemory(chunkBytes: [Int], budgetMB: Double?, overlap: Bool = tru
     return MemoryPlan(resident: [], streamed: all, overlap: false, budgetBytes: budget)
 }
 
-/// The plan for chunks of an artifact: their files' bytes, named in the refusal.
-public func planMemory(chunks: [Manifest.Chunk], budgetMB: Double?, overlap: Bool = true) throws -> MemoryPlan {
-    try planMemory(chunkBytes: chunks.map(\.bytes), budgetMB: budgetMB, overlap: overlap, names: chunks.map(\.name))
+/// The plan for chunks of an artifact: the bytes each reads (`Manifest.weightBytes`), named in the refusal.
+public func planMemory(
+    chunks: [Manifest.Chunk], of manifest: Manifest, budgetMB: Double?, overlap: Bool = true
+) throws -> MemoryPlan {
+    try planMemory(
+        chunkBytes: chunks.map(manifest.weightBytes), budgetMB: budgetMB, overlap: overlap, names: chunks.map(\.name))
 }

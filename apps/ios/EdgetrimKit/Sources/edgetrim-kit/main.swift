@@ -65,10 +65,10 @@ func verify(_ path: String) throws -> String {
 func plan(_ path: String, budgetMB: Double, pipeline: String?) throws -> String {
     let artifact = try Artifact.read(at: URL(fileURLWithPath: path))
     let chunks = try artifact.pipeline(pipeline)
-    let plan = try planMemory(chunks: chunks, budgetMB: budgetMB)
+    let plan = try planMemory(chunks: chunks, of: artifact.manifest, budgetMB: budgetMB)
     let name = pipeline ?? (artifact.pipelines.count == 1 ? artifact.pipelines.keys[0] : Contract.defaultPipeline)
     let rows = chunks.enumerated().map { index, chunk in
-        [plan.resident.contains(index) ? "resident" : "streamed", chunk.name, humanBytes(chunk.bytes)]
+        [plan.resident.contains(index) ? "resident" : "streamed", chunk.name, humanBytes(artifact.manifest.weightBytes(chunk))]
     }
     return [
         "pipeline \(name) under \(String(format: "%g", budgetMB)) MB (\(plan.budgetBytes ?? 0) bytes): \(plan.summary)",

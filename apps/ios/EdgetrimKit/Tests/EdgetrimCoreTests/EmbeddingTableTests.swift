@@ -103,4 +103,18 @@ final class EmbeddingTableTests: XCTestCase {
         let rows = try XCTUnwrap(c["rows"] as? [[Double]])
         XCTAssertEqual(try table.row(ids[0]), rows[0].map(Float.init))
     }
+
+    /// The tied head's programs read the table files: the memory planner counts them with the head, as Python's.
+    func testTheMemoryPlannerCountsTheTiedTableWithTheHead() throws {
+        let manifest = try Manifest.parse(Vectors.data("manifests/language-model-tied.json"))
+        let head = try XCTUnwrap(manifest.chunks.first { $0.name == manifest.llm?.embeddingTied })
+        let roles: Set<String> = [Contract.embedding, Contract.embeddingScales]
+        let table = manifest.files.filter { roles.contains($0.role) }.reduce(0) { $0 + $1.bytes }
+        XCTAssertGreaterThan(table, head.bytes)
+        XCTAssertEqual(manifest.weightBytes(head), head.bytes + table)
+        let other = try XCTUnwrap(manifest.chunks.first { $0.name != head.name })
+        XCTAssertEqual(manifest.weightBytes(other), other.bytes)
+        let tooSmall = Double(head.bytes + table - 1) / Double(MemoryPlan.bytesPerMB)
+        XCTAssertThrowsError(try planMemory(chunks: [head], of: manifest, budgetMB: tooSmall))
+    }
 }

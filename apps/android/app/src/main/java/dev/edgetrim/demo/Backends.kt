@@ -38,7 +38,7 @@ object Pipelines {
         function: String? = null
     ): ChunkScheduler<*> = when (artifact.target()) {
         Contract.ONNX -> {
-            val streams = MemoryPlanner.plan(artifact.pipeline(pipeline), budgetMB, overlap).streamed().isNotEmpty()
+            val streams = MemoryPlanner.plan(artifact.pipeline(pipeline), artifact.manifest(), budgetMB, overlap).streamed().isNotEmpty()
             ChunkScheduler(
                 artifact, OrtBackend(threads, lean ?: streams), pipeline, budgetMB, overlap, inputs, outputs, function
             )

@@ -38,7 +38,7 @@ object Bench {
         val chunks = artifact.chunks()
         val budget = budgetMB ?: defaultBudgetMB(chunks.map { it.bytes() })
         require(repeats >= 1) { "`repeats` $repeats must be at least 1: e.g. 20" }
-        MemoryPlanner.plan(artifact.pipeline(null), budget, true)  // a budget below the largest chunk fails here, before any run
+        MemoryPlanner.plan(artifact.pipeline(null), artifact.manifest(), budget, true)  // a budget below the largest chunk fails here, before any run
         val results = RUN_ORDER.associateWith { mode ->
             progress(mode)
             measure(mode, artifact, budget, repeats, threads)

@@ -76,7 +76,7 @@ public final class ChunkScheduler<H> implements AutoCloseable {
         outputNames = List.copyOf(outputs != null ? outputs
                 : names(artifact.io(chunks.get(chunks.size() - 1), function).outputs()));
         check(function);
-        plan = MemoryPlanner.plan(chunks, memoryBudgetMB, overlap);
+        plan = MemoryPlanner.plan(chunks, artifact.manifest(), memoryBudgetMB, overlap);
     }
 
     public Artifact artifact() {

@@ -33,6 +33,22 @@ public record Manifest(
         Reduction reduction, Preprocessing preprocessing, Map<String, String> outputs, LLM llm, Video video,
         TextEncoder textEncoder, ExportOptions exportOptions) {
 
+    /**
+     * Bytes a chunk's programs read: its own files, and for the head tied to the embedding table
+     * ({@code llm.embedding_tied}) the table and its scales, which its graphs read as their weight (Python's
+     * {@code Artifact.weight_bytes}). What the memory planner budgets.
+     */
+    public long weightBytes(Chunk chunk) {
+        long total = chunk.bytes();
+        if (llm == null || !chunk.name().equals(llm.embeddingTied())) return total;
+        for (FileEntry file : files) {
+            if (file.role().equals(Contract.EMBEDDING) || file.role().equals(Contract.EMBEDDING_SCALES)) {
+                total += file.bytes();
+            }
+        }
+        return total;
+    }
+
     /** Where the model came from (for a vlm, the vision tower's origin); {@code tokenDim} is D of {@code tokens}. */
     public record Source(String kind, String name, String architecture, boolean randomWeights, Boolean hasProjector,
             Integer tokenDim) {}
@@ -87,7 +103,7 @@ public record Manifest(
      */
     public record LLM(Integer hiddenSize, int numLayers, Integer numHeads, Integer numKVHeads, Integer headDim,
             Integer vocabSize, int maxLength, int prefillLength, List<Integer> prefillLengths, String embeddingDtype,
-            String kvCache, Integer visualTokens, String template, Integer imageTokenID, List<Integer> eosTokenIDs) {}
+            String embeddingTied, String kvCache, Integer visualTokens, String template, Integer imageTokenID, List<Integer> eosTokenIDs) {}
 
     /**
      * STDiT3 denoiser geometry and sampler defaults: latent [B, C_in, T, H, W]; batch 2 runs CFG's halves in one call;
@@ -357,7 +373,7 @@ public record Manifest(
         return new LLM(n.optInt("hidden_size"), n.get("num_layers").integer(), n.optInt("num_heads"),
                 n.optInt("num_kv_heads"), n.optInt("head_dim"), n.optInt("vocab_size"), n.get("max_length").integer(),
                 prefillLength, n.has("prefill_lengths") ? n.get("prefill_lengths").list(Node::integer) : List.of(prefillLength),
-                n.optString("embedding_dtype"), n.has("kv_cache") ? n.get("kv_cache").string() : Contract.KV_IO,
+                n.optString("embedding_dtype"), n.optString("embedding_tied"), n.has("kv_cache") ? n.get("kv_cache").string() : Contract.KV_IO,
                 n.optInt("visual_tokens"),
                 n.optString("template"), n.optInt("image_token_id"),
                 n.has("eos_token_ids") ? n.get("eos_token_ids").list(Node::integer) : null);

@@ -16,12 +16,13 @@ import java.util.List;
 public final class MemoryPlanner {
     private MemoryPlanner() {}
 
-    /** The plan for chunks of an artifact: their files' bytes, named in the refusal. */
-    public static MemoryPlan plan(List<Manifest.Chunk> chunks, Double budgetMB, boolean overlap) throws MemoryPlanException {
+    /** The plan for chunks of an artifact: the bytes each reads ({@link Manifest#weightBytes}), named in the refusal. */
+    public static MemoryPlan plan(List<Manifest.Chunk> chunks, Manifest manifest, Double budgetMB, boolean overlap)
+            throws MemoryPlanException {
         long[] sizes = new long[chunks.size()];
         List<String> names = new ArrayList<>();
         for (int i = 0; i < sizes.length; i++) {
-            sizes[i] = chunks.get(i).bytes();
+            sizes[i] = manifest.weightBytes(chunks.get(i));
             names.add(chunks.get(i).name());
         }
         return plan(sizes, budgetMB, overlap, names);

@@ -125,4 +125,27 @@ public class EmbeddingTableTest {
         assertEquals(VerificationException.Reason.MANIFEST, refused.reason());
         assertTrue(refused.getMessage(), refused.getMessage().contains("llm.embedding_tied names no chunk"));
     }
+
+    /** The tied head's programs read the table files: the memory planner counts them with the head, as Python's. */
+    @Test
+    public void theMemoryPlannerCountsTheTiedTableWithTheHead() throws Exception {
+        byte[] data = Vectors.json("manifests/language-model-tied.json").toString().getBytes(StandardCharsets.UTF_8);
+        Manifest manifest = Manifest.parse(data, "manifest.json");
+        Manifest.Chunk head = null;
+        Manifest.Chunk other = null;
+        for (Manifest.Chunk chunk : manifest.chunks()) {
+            if (chunk.name().equals(manifest.llm().embeddingTied())) head = chunk;
+            else other = chunk;
+        }
+        long table = 0;
+        for (Manifest.FileEntry file : manifest.files()) {
+            if (file.role().equals(Contract.EMBEDDING) || file.role().equals(Contract.EMBEDDING_SCALES)) table += file.bytes();
+        }
+        assertTrue(table > head.bytes());
+        assertEquals(head.bytes() + table, manifest.weightBytes(head));
+        assertEquals(other.bytes(), manifest.weightBytes(other));
+        double tooSmall = (head.bytes() + table - 1) / (double) (1 << 20);
+        Manifest.Chunk tied = head;
+        assertThrows(MemoryPlanException.class, () -> MemoryPlanner.plan(List.of(tied), manifest, tooSmall, true));
+    }
 }
