@@ -35,6 +35,20 @@ def provider_name(spec: ProviderSpec) -> str:
     return spec if isinstance(spec, str) else spec[0]
 
 
+def session_options():
+    """The ``onnxruntime.SessionOptions`` every session starts from: errors-only logs, and intra-op threads that
+    stop spinning when a run ends (``session.force_spinning_stop``). A pipeline runs several sessions in turn
+    (layer groups, then the head; the vision chunks): threads one session leaves spinning take the cores the
+    next session's run needs. Qwen2-0.5B int4 decode on 2 cores, layers then head: 29.5 + 9.0 ms a token
+    spinning on, 12.4 + 4.6 stopped."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.add_session_config_entry("session.force_spinning_stop", "1")
+    return options
+
+
 class OnnxBackend:
     def __init__(
         self,
@@ -54,8 +68,7 @@ class OnnxBackend:
         released session gives its memory back. Costs a few percent of compute."""
         import onnxruntime as ort
 
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
+        options = session_options()
         if lean:
             options.add_session_config_entry("session.disable_prepacking", "1")
             options.enable_cpu_mem_arena = False

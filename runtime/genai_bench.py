@@ -22,6 +22,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from edgetrim.runtime.backends import session_options
 from edgetrim.runtime.embedding import EmbeddingTable
 from edgetrim.runtime.errors import UserError
 from edgetrim.runtime.llm import Generation, check_counts, decode_greedily
@@ -91,10 +92,8 @@ class GenaiLanguageModel:
         self.pasts = [n for i in layers for n in (names["past_key_names"] % i, names["past_value_names"] % i)]
         self.presents = [n for i in layers for n in (outs["present_key_names"] % i, outs["present_value_names"] % i)]
         self.embeds, self.logits = names["inputs_embeds"], outs["logits"]
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        self.session = ort.InferenceSession(
-            str(self.folder / dec["filename"]), options, providers=["CPUExecutionProvider"]
+        self.session = ort.InferenceSession(  # the options of our sessions, so only the graphs differ
+            str(self.folder / dec["filename"]), session_options(), providers=["CPUExecutionProvider"]
         )
         inputs = {i.name: i.type for i in self.session.get_inputs()}
         self.mask = names.get("attention_mask") if names.get("attention_mask") in inputs else None

@@ -186,9 +186,11 @@ def test_llama_prefill_parity_and_coreml_conversion(tmp_path):
     # the default KV cache is Core ML state (iOS 18): written by prefill, updated in place by decode
     layers = manifest["chunks"][0]
     states = spec_summary(tmp_path / "coreml" / layers["files"][0]["path"])["functions"]["forward_decode"]["states"]
-    assert [s["name"] for s in states] == [s["name"] for s in layers["states"]] == [
-        "key_cache_00", "value_cache_00", "key_cache_01", "value_cache_01"
-    ]
+    assert (
+        [s["name"] for s in states]
+        == [s["name"] for s in layers["states"]]
+        == ["key_cache_00", "value_cache_00", "key_cache_01", "value_cache_01"]
+    )
     c = model.config
     cache = [1, c.num_key_value_heads, MAX_LEN, c.hidden_size // c.num_attention_heads]
     assert all(s["shape"] == cache and s["dtype"] == "float16" for s in layers["states"])
@@ -214,7 +216,10 @@ def test_coreml_ios17_form_keeps_the_cache_as_inputs_and_outputs(tmp_path):
     decode = spec_summary(tmp_path / "io" / layers["functions"]["decode"]["file"])
     assert decode["deployment_target"] == "iOS17" and decode["functions"]["main"]["states"] == []
     assert [i["name"] for i in decode["functions"]["main"]["inputs"]][:4] == [
-        "inputs_embeds", "position", "past_key_00", "past_value_00"
+        "inputs_embeds",
+        "position",
+        "past_key_00",
+        "past_value_00",
     ]
     with pytest.raises(UserError, match="kv_cache"):
         export(ExportOptions("onnx", str(folder), tmp_path / "onnx", kv_cache="state"))
@@ -278,3 +283,61 @@ def test_llava_folder_language_model(tmp_path):
     with torch.no_grad():
         ref = llava(inputs_embeds=embeds).logits[0, -1]
     assert (env[LOGITS][0] - ref).abs().max() <= ATOL
+
+
+def test_onnx_layers_run_fused_contrib_ops(qwen, exported):
+    """Every ONNX layer graph (each prefill length and decode) holds, per layer, one GroupQueryAttention (its rotary
+    on) fed by one packed q/k/v MatMul of width (H + 2 KV) hd, SkipSimplifiedLayerNormalization between the
+    sublayers, and no Softmax (attention is not written out); the ExecuTorch graphs keep the written-out form."""
+    import onnx
+
+    cfg = qwen.config
+    hd = cfg.hidden_size // cfg.num_attention_heads
+    width = (cfg.num_attention_heads + 2 * cfg.num_key_value_heads) * hd
+    manifest = json.loads((exported["onnx"] / "manifest.json").read_text())
+    for chunk in (c for c in manifest["chunks"] if c["name"].startswith("layers_")):
+        first, last = (int(x) for x in chunk["name"].removeprefix("layers_").split("-"))
+        layers = last - first + 1
+        for function, entry in chunk["functions"].items():
+            graph = onnx.load(str(exported["onnx"] / entry["file"]), load_external_data=False).graph
+            ops = [n.op_type for n in graph.node]
+            assert ops.count("GroupQueryAttention") == layers and "Softmax" not in ops, (function, ops)
+            assert ops.count("SkipSimplifiedLayerNormalization") == 2 * layers - 1, (function, ops)
+            producers = {out: n for n in graph.node for out in n.output}
+            shapes = {t.name: list(t.dims) for t in graph.initializer}
+            for node in (n for n in graph.node if n.op_type == "GroupQueryAttention"):
+                attrs = {a.name: a.i for a in node.attribute if a.type == onnx.AttributeProto.INT}
+                assert attrs["num_heads"] == cfg.num_attention_heads and attrs["do_rotary"] == 1
+                assert attrs["kv_num_heads"] == cfg.num_key_value_heads
+                packed = producers[node.input[0]]  # q/k/v bias Add, then the MatMul
+                matmul = producers[packed.input[0]] if packed.op_type == "Add" else packed
+                assert matmul.op_type == "MatMul" and shapes[matmul.input[1]] == [cfg.hidden_size, width]
+
+
+@pytest.mark.parametrize("config", [tiny_qwen2_config, tiny_llama_config])
+def test_fused_stages_equal_the_written_out_layers(config):
+    """The fused stages' reference math (what validation holds the ONNX graphs to) equals the written-out stages
+    the other targets export: prefill at a bucket and a decode step mid-cache, caches included; a fused decode
+    zeroes the rows after its position (the written-out one keeps them; no step reads them)."""
+    from edgetrim.export.stages.base import block_groups, run_stages
+    from edgetrim.export.stages.decoder import LanguageModel, build_llm_stages
+    from edgetrim.runtime.contract import INPUTS_EMBEDS, LAST_INDEX, POSITION, past_names
+
+    model = random_causal_lm(config(max_len=MAX_LEN), seed=5)
+    plain, fused = (LanguageModel(model, 32, [8, 16], fused=f).eval() for f in (False, True))
+    embeds = torch.randn(1, 8, model.config.hidden_size, generator=torch.Generator().manual_seed(1))
+    prefill = {INPUTS_EMBEDS: embeds, LAST_INDEX: torch.tensor([5])}
+    envs = [run_stages(build_llm_stages(lm, block_groups(2, 2), 8), prefill) for lm in (plain, fused)]
+    for name, value in envs[0].items():
+        assert torch.allclose(value, envs[1][name], atol=1e-5), name
+    position = 11
+    decode = {INPUTS_EMBEDS: embeds[:, :1], POSITION: torch.tensor([position])}
+    caches = torch.randn(4, 1, model.config.num_key_value_heads, 32, plain.dims.head_dim)
+    decode |= dict(zip([n for i in range(2) for n in past_names(i)], caches, strict=True))
+    envs = [run_stages(build_llm_stages(lm, block_groups(2, 2), None), decode) for lm in (plain, fused)]
+    for name, value in envs[0].items():
+        got = envs[1][name]
+        if name.startswith("present_"):
+            assert not got[:, :, position + 1 :].any(), name
+            value, got = value[:, :, : position + 1], got[:, :, : position + 1]
+        assert torch.allclose(value, got, atol=1e-5), name

@@ -270,7 +270,7 @@ def plan(opts: ExportOptions, scratch: Path) -> Plan:
     kv_cache = kv_cache_mode(opts, kind)
     prefill_lengths, max_len = lengths(opts, kind, kv_cache, 0)
     prefill_len = prefill_lengths[-1]
-    lm = LanguageModel(model, max_len, prefill_lengths).eval()
+    lm = LanguageModel(model, max_len, prefill_lengths, opts.target == contract.ONNX).eval()
     tied = tied_weight(lm, opts.target, quant.mode)
     chunks, pipelines = lm_chunks(lm, opts.value("llm_chunks", kind), quant.mode, kv_cache, tied)
 

@@ -15,6 +15,11 @@ Decode   ``inputs_embeds`` [1, 1, D], ``position`` int64 [1], ``past_key_XX`` / 
          [1, KV, L, hd] -> ``present_*`` (the new row blended in at ``position`` with a one-hot mask),
          attention over the slots ``arange(L) <= position``; head -> ``logits`` [1, V].
 
+On ONNX the layer groups are ``FusedStage``: the same inputs and outputs, written with ONNX Runtime's contrib
+ops (packed q/k/v MatMul, GroupQueryAttention with its rotary over the static cache, SkipSimplifiedLayerNormalization;
+``edgetrim.export.stages.fused``), about 12 nodes a layer instead of about 60; present rows after the last
+written position are zero there. Core ML and ExecuTorch export the written-out layers.
+
 The token-embedding table goes beside the chunks as a top-level ``embedding`` file [V, D] (int8 with
 per-row scales in quantized exports), so the runtime embeds text without torch.
 """
@@ -28,6 +33,7 @@ import torch
 from torch import nn
 
 from edgetrim.export.families.decoder import split_causal_lm
+from edgetrim.export.stages import fused as fused_ops
 from edgetrim.export.stages.base import Stage, block_groups, run_stages
 from edgetrim.runtime.contract import (
     EMBEDDING_FLOAT16,
@@ -79,8 +85,9 @@ class LlmDims:
 class LanguageModel(nn.Module):
     """The parts every stage reads: decoder layers, final norm, lm_head, RoPE tables [L, hd]."""
 
-    def __init__(self, model: nn.Module, max_len: int, prefill_lengths: int | list[int]) -> None:
-        """``prefill_lengths``: P, or every prefill length the export holds (buckets; the largest is P)."""
+    def __init__(self, model: nn.Module, max_len: int, prefill_lengths: int | list[int], fused: bool = False) -> None:
+        """``prefill_lengths``: P, or every prefill length the export holds (buckets; the largest is P).
+        ``fused``: the layer groups are ``FusedStage`` (ONNX Runtime's contrib ops; the ONNX target)."""
         super().__init__()
         self.prefill_lengths = sorted([prefill_lengths] if isinstance(prefill_lengths, int) else prefill_lengths)
         prefill_len = self.prefill_lengths[-1]
@@ -110,12 +117,30 @@ class LanguageModel(nn.Module):
             cos, sin = decoder.rotary_emb(torch.zeros(1, dtype=torch.float32), positions)
         self.register_buffer("cos", cos[0].float().contiguous(), persistent=False)
         self.register_buffer("sin", sin[0].float().contiguous(), persistent=False)
+        self.fused = fused
+        if fused:
+            half = self.dims.head_dim // 2
+            if not torch.equal(self.cos[:, :half], self.cos[:, half:]):
+                raise UserError("RoPE whose halves differ (not rotate_half) cannot use GroupQueryAttention's rotary")
+            self.packed_qkv = nn.ModuleList(pack_qkv(layer.self_attn) for layer in self.layers)
         self.architecture = type(model).__name__
         self.model_type = config.model_type
 
     def embedding_table(self) -> np.ndarray:
         """[V, D] float32."""
         return self.embed_tokens.weight.detach().float().numpy()
+
+
+def pack_qkv(attn: nn.Module) -> nn.Linear:
+    """q_proj, k_proj and v_proj as one Linear D -> (H + 2 KV) hd (rows q, then k, then v)."""
+    parts = (attn.q_proj, attn.k_proj, attn.v_proj)
+    bias = parts[0].bias is not None
+    packed = nn.Linear(parts[0].in_features, sum(p.out_features for p in parts), bias=bias)
+    with torch.no_grad():
+        packed.weight.copy_(torch.cat([p.weight for p in parts]))
+        if bias:
+            packed.bias.copy_(torch.cat([p.bias for p in parts]))
+    return packed
 
 
 def rms_norm(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -219,6 +244,54 @@ class DecodeStage(Stage):
         return (hidden, *caches)
 
 
+class FusedStage(Stage):
+    """Layers [start, stop) written with ``edgetrim.export.stages.fused`` (on ONNX: packed-QKV MatMul,
+    GroupQueryAttention with its rotary, SkipSimplifiedLayerNormalization): the inputs and outputs of
+    ``PrefillStage`` (``length`` positions from empty caches) or, ``length`` None, of ``DecodeStage``. Present rows
+    after the last written position are zero."""
+
+    def __init__(self, lm: LanguageModel, start: int, stop: int, length: int | None) -> None:
+        super().__init__()
+        d, half = lm.dims, lm.dims.head_dim // 2
+        self.dims, self.length = d, length
+        self.layers = nn.ModuleList(lm.layers[start:stop])
+        self.qkv = nn.ModuleList(lm.packed_qkv[start:stop])
+        self.register_buffer("cos", lm.cos[:, :half].clone(), persistent=False)
+        self.register_buffer("sin", lm.sin[:, :half].clone(), persistent=False)
+        caches = [n for i in range(start, stop) for n in past_names(i)]
+        self.input_names = [layer_input(start)] + ([] if length else [POSITION, *caches])
+        self.output_names = [hidden_name(stop)] + [n for i in range(start, stop) for n in present_names(i)]
+        if length:
+            self.register_buffer("empty", torch.zeros(1, d.kv_heads, d.max_len, d.head_dim), persistent=False)
+            self.register_buffer("last", torch.tensor([length - 1], dtype=torch.int32), persistent=False)
+
+    def forward(self, hidden: torch.Tensor, *rest: torch.Tensor):
+        """Prefill: hidden [1, length, D]; decode: hidden [1, 1, D], position int64 [1], past key / value
+        [1, KV, L, hd] per layer -> (hidden, present key / value per layer)."""
+        if self.length:
+            seqlens, past = self.last, [self.empty] * (2 * len(self.layers))
+        else:
+            seqlens, past = rest[0].to(torch.int32), rest[1:]
+        total = (seqlens + 1).reshape(())
+        d, caches = self.dims, []
+        x = rms_norm(self.layers[0].input_layernorm, hidden)
+        for j, layer in enumerate(self.layers):
+            attn, norm = layer.self_attn, layer.post_attention_layernorm
+            out, key, value = fused_ops.gqa(
+                self.qkv[j](x), past[2 * j], past[2 * j + 1], seqlens, total, self.cos, self.sin,
+                d.heads, d.kv_heads, attn.scaling,
+            )  # fmt: skip
+            x, hidden = fused_ops.add_rms_norm(attn.o_proj(out), hidden, norm.weight, norm.variance_epsilon)
+            update = mlp(layer.mlp, x)
+            if j + 1 < len(self.layers):
+                norm = self.layers[j + 1].input_layernorm
+                x, hidden = fused_ops.add_rms_norm(update, hidden, norm.weight, norm.variance_epsilon)
+            else:
+                hidden = hidden + update
+            caches += [key, value]
+        return (hidden, *caches)
+
+
 class StatefulPrefillStage(PrefillStage):
     """``PrefillStage`` whose caches go into model state (``cache_names``, [1, KV, L, hd] buffers written
     in place) instead of outputs: hidden -> hidden. For Core ML ``StateType`` (iOS 18)."""
@@ -280,7 +353,12 @@ def build_llm_stages(
     lm: LanguageModel, groups: list[tuple[int, int]], prefill_length: int | None, stateful: bool = False
 ) -> list[Stage]:
     """Layer-group stages and the head: prefill over ``prefill_length`` positions, or decode (None);
-    ``stateful``: the caches as model state (``Stateful*Stage``), not inputs / outputs."""
+    ``stateful``: the caches as model state (``Stateful*Stage``), not inputs / outputs; ``lm.fused``: ``FusedStage``."""
+    if lm.fused:
+        if stateful:
+            raise UserError("fused layers keep their caches as inputs / outputs: export them with `kv_cache` io")
+        head = HeadStage(lm, prefill=prefill_length is not None)
+        return [*(FusedStage(lm, a, b, prefill_length) for a, b in groups), head]
     if prefill_length is None:
         decode = StatefulDecodeStage if stateful else DecodeStage
         return [*(decode(lm, a, b) for a, b in groups), HeadStage(lm, prefill=False)]

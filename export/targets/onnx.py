@@ -31,6 +31,7 @@ from pathlib import Path
 import torch
 
 from edgetrim.export.targets.base import ChunkFiles, Examples, Functions, TiedWeight, per_function
+from edgetrim.export.targets.onnx_fused import TRANSLATIONS
 from edgetrim.runtime import contract
 
 OPSET = 18
@@ -56,6 +57,7 @@ def export_graph(stage: torch.nn.Module, example: tuple[torch.Tensor, ...], path
             output_names=stage.output_names,
             optimize=True,
             verbose=False,
+            custom_translation_table=TRANSLATIONS,
         )
     program.save(str(path), external_data=True)
     model = onnx.load(str(path), load_external_data=False)
