@@ -202,6 +202,11 @@ def export_parser(sub) -> None:
         choices=["state", "io"],
         help="coreml: the KV cache as model state (iOS 18, default) or as inputs/outputs (iOS 17)",
     )
+    lm.add_argument(
+        "--llm-ops",
+        help="onnx: layers as ONNX Runtime's fused contrib ops (GroupQueryAttention...; default) or standard "
+        "ONNX ops only (TensorRT, other runtimes)",
+    )
     video = ex.add_argument_group("video-denoiser (STDiT3) and video-decoder (Open-Sora VAE) models")
     video.add_argument("--frames", type=int, help="latent frames T (default 20; denoisers: even, tiny 4; tiny-vae 5)")
     video.add_argument("--height", type=int, help="latent height (default 20; 8 for tiny denoisers, 4 tiny-vae)")

@@ -48,6 +48,7 @@ LANGUAGE_OPTIONS = {
     "max_length": None,  # L; None: P + 64
     "llm_chunks": 1,  # layer groups per language-model graph
     "kv_cache": None,  # coreml: state (iOS 18, the default) | io (iOS 17); other targets: io
+    "llm_ops": None,  # onnx: fused (ONNX Runtime contrib ops, the default) | standard (standard ops only)
     "quantize": "none",  # none | int8 | int4 (layers; the head stays int8)
     "calib_prompts": None,  # file of calibration prompts, one a line (None: the built-in set)
     **LANGUAGE_GATES,
@@ -126,6 +127,7 @@ class ExportOptions:
     max_length: int | None = None
     llm_chunks: int | None = None
     kv_cache: str | None = None
+    llm_ops: str | None = None
     # video-denoiser
     frames: int | None = None
     height: int | None = None

@@ -341,3 +341,30 @@ def test_fused_stages_equal_the_written_out_layers(config):
             assert not got[:, :, position + 1 :].any(), name
             value, got = value[:, :, : position + 1], got[:, :, : position + 1]
         assert torch.allclose(value, got, atol=1e-5), name
+
+
+def test_standard_ops_on_request_and_llm_ops_refusals(tmp_path, capsys):
+    """``--llm-ops standard`` exports the written-out layers (standard ONNX ops: for TensorRT and other runtimes),
+    validated like the fused ones; an unknown value, or the option on another target, is refused in one line."""
+    import onnx
+
+    from edgetrim.cli.main import main
+
+    out = tmp_path / "standard"
+    args = ["export", "--target", "onnx", "--model", "tiny-qwen2", "--llm-ops", "standard", "--out", str(out)]
+    assert main(args) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["export_options"]["llm_ops"] == "standard"
+    report = json.loads((out / "report.json").read_text())
+    assert report["validation"]["status"] == "passed"
+    for chunk in manifest["chunks"]:
+        for entry in chunk["functions"].values():
+            graph = onnx.load(str(out / entry["file"]), load_external_data=False).graph
+            assert all(n.domain in ("", "ai.onnx") for n in graph.node), (entry["file"], {n.domain for n in graph.node})
+    capsys.readouterr()
+    for target, value, hint in (("onnx", "bogus", "choose fused or standard"), ("executorch", "fused", "for onnx")):
+        args = ["export", "--target", target, "--model", "tiny-qwen2", "--llm-ops", value, "--out", str(tmp_path / "x")]
+        assert main(args) == 2
+        message = capsys.readouterr().err.strip()
+        assert len(message.splitlines()) == 1 and hint in message and "Traceback" not in message, message
+        assert not (tmp_path / "x").exists()

@@ -53,7 +53,7 @@ VISION_FLAGS = [
     ["--chunk-mb", "5"],
 ]
 LM_FLAGS = [["--prefill-length", "40"], ["--max-length", "80"], ["--llm-chunks", "2"], ["--prefill-buckets", "none"]]
-LM_FLAGS += [["--kv-cache", "io"]]
+LM_FLAGS += [["--kv-cache", "io"], ["--llm-ops", "standard"]]
 VLM_FLAGS = [["--template", "USER: <image> {prompt}"], ["--with-llm"]]
 QUANTIZE_FLAGS = [["--quantize", "int8"]]
 VISION_GATE_FLAGS = [["--calib-images", "calib"], ["--gate-overlap", "0.9"], ["--gate-token-cosine", "0.9"]]

@@ -44,6 +44,7 @@ NEW_TOKENS = 64  # default room to generate beyond the prefill
 CHECK_TOKENS = 4  # greedy tokens compared at export
 GATE_TOKENS = 8  # greedy tokens a quantized model's agreement is measured over
 GATE_CASES = 4  # calibration cases the language-model gates run (each a full greedy run in PyTorch)
+LLM_OPS = ("fused", "standard")  # `llm_ops` on onnx
 MODES = ("int8", "int4")  # the quantize modes a language model takes (its head stays int8)
 HEAD_CHUNK = "lm_head"  # final norm + LM head (a vlm's vision chunks have their own "head")
 MIN_BUCKET_TEXT = 16  # the smallest text budget a default prefill bucket gets
@@ -118,6 +119,20 @@ def kv_cache_mode(opts: ExportOptions, kind: str) -> str:
     if mode == contract.KV_IO and opts.value("quantize", kind) == "int4":
         raise UserError("`quantize` int4 needs iOS 18 on coreml, `kv_cache` io is the iOS 17 form: pick one")
     return mode or contract.KV_STATE
+
+
+def fused_layers(opts: ExportOptions, kind: str) -> bool:
+    """``llm_ops``: ONNX layer groups as ONNX Runtime's fused contrib ops (``fused``, the default: ``FusedStage``)
+    or standard ONNX ops only (``standard``: for TensorRT and runtimes other than ONNX Runtime); other targets
+    export the written-out layers."""
+    ops = opts.value("llm_ops", kind)
+    if ops not in (None, *LLM_OPS):
+        raise UserError(f"`llm_ops` {ops!r} is unknown: choose {' or '.join(LLM_OPS)}")
+    if opts.target != contract.ONNX:
+        if ops is not None:
+            raise UserError(f"`llm_ops` is for onnx; {opts.target} language models take no choice: drop it")
+        return False
+    return ops != "standard"
 
 
 def tied_weight(lm: LanguageModel, target: str, mode: str) -> TiedWeight | None:
@@ -270,7 +285,7 @@ def plan(opts: ExportOptions, scratch: Path) -> Plan:
     kv_cache = kv_cache_mode(opts, kind)
     prefill_lengths, max_len = lengths(opts, kind, kv_cache, 0)
     prefill_len = prefill_lengths[-1]
-    lm = LanguageModel(model, max_len, prefill_lengths, opts.target == contract.ONNX).eval()
+    lm = LanguageModel(model, max_len, prefill_lengths, fused_layers(opts, kind)).eval()
     tied = tied_weight(lm, opts.target, quant.mode)
     chunks, pipelines = lm_chunks(lm, opts.value("llm_chunks", kind), quant.mode, kv_cache, tied)
 

@@ -159,7 +159,7 @@ def plan(opts: ExportOptions, scratch: Path) -> Plan:
     kv_cache = language_model.kv_cache_mode(opts, kind)
     prefill_lengths, max_len = language_model.lengths(opts, kind, kv_cache, k, template_tokens)
     prefill_len = prefill_lengths[-1]
-    lm = LanguageModel(src.model, max_len, prefill_lengths, opts.target == contract.ONNX).eval()
+    lm = LanguageModel(src.model, max_len, prefill_lengths, language_model.fused_layers(opts, kind)).eval()
     if src.tower.output_size != lm.dims.hidden:
         raise UserError(
             f"the vision tokens are {src.tower.output_size}-wide but the language model is {lm.dims.hidden}-wide: "
