@@ -210,3 +210,27 @@ def test_quantize_names():
     assert coreml.quantize_mode("int4") == coreml.quantize_mode(contract.INT4_WEIGHT) == "int4"
     with pytest.raises(ValueError, match="int8"):
         coreml.write({}, (), Path("."), "x", True, contract.INT8_DYNAMIC)
+
+
+class NormThenLinear(torch.nn.Module):
+    """LayerNorm then Linear (width 256), every bias zero, as in a freshly initialized checkpoint (the presets)."""
+
+    input_names, output_names = ["x"], ["y"]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.norm, self.linear = torch.nn.LayerNorm(256), torch.nn.Linear(256, 256)
+        torch.nn.init.zeros_(self.linear.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(self.norm(x))
+
+
+@pytest.mark.parametrize("mode", ["int8", "int4"])
+def test_equal_constants_read_by_quantized_and_float_ops(mode, tmp_path):
+    """The linear's zero bias equals the norm's zero beta: merged into one constant, the quantizer would refuse it
+    ("compression config conflict": llava-next-small's tower at real size). Quantized conversions keep them apart."""
+    stage = NormThenLinear().eval()
+    files = coreml.write({"forward": stage}, (torch.randn(1, 4, 256),), tmp_path, "blocks", True, mode)
+    spec = coreml.spec_summary(files.files[0][0])
+    assert spec["quantization_ops"] == {QUANT_OP[mode]: 1}, spec["ops"]

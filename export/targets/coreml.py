@@ -115,16 +115,18 @@ def state_specs(module: torch.nn.Module, fp16: bool) -> list[dict]:
 
 
 def pass_pipeline(mode: str | None, stateful: bool = False):
-    """None (the converter's default passes) for float; quantized: the default passes, then
-    ``compression::linear_quantize_weights`` (after the fp16 casts: fp16 weights are what it quantizes).
+    """The converter's default passes without ``common::const_deduplication`` (equal constants, e.g. a linear's
+    zero bias and a layer norm's zero beta, merged into one: the quantizer then refuses that constant, read by
+    an op it quantizes and one it does not - "compression config conflict" - and float and quantized packages
+    would differ in more than their weights); quantized: then ``compression::linear_quantize_weights`` (after
+    the fp16 casts: fp16 weights are what it quantizes).
     Stateful: without ``common::canonicalize_inplace_pattern`` (coremltools 9.0 fails in it on two state
     updates whose values are computed back to back, as every KV-cache layer's are; it only moves each
     update next to its value)."""
     import coremltools as ct
 
-    if mode is None and not stateful:
-        return None
     pipeline = ct.PassPipeline.DEFAULT
+    pipeline.remove_passes(["common::const_deduplication"])
     if stateful:
         pipeline.remove_passes(["common::canonicalize_inplace_pattern"])
     if mode is None:
