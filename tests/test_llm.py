@@ -186,11 +186,9 @@ def test_llama_prefill_parity_and_coreml_conversion(tmp_path):
     # the default KV cache is Core ML state (iOS 18): written by prefill, updated in place by decode
     layers = manifest["chunks"][0]
     states = spec_summary(tmp_path / "coreml" / layers["files"][0]["path"])["functions"]["forward_decode"]["states"]
-    assert (
-        [s["name"] for s in states]
-        == [s["name"] for s in layers["states"]]
-        == ["key_cache_00", "value_cache_00", "key_cache_01", "value_cache_01"]
-    )
+    assert [s["name"] for s in states] == [s["name"] for s in layers["states"]] == [
+        "key_cache_00", "value_cache_00", "key_cache_01", "value_cache_01"
+    ]
     c = model.config
     cache = [1, c.num_key_value_heads, MAX_LEN, c.hidden_size // c.num_attention_heads]
     assert all(s["shape"] == cache and s["dtype"] == "float16" for s in layers["states"])
@@ -216,10 +214,7 @@ def test_coreml_ios17_form_keeps_the_cache_as_inputs_and_outputs(tmp_path):
     decode = spec_summary(tmp_path / "io" / layers["functions"]["decode"]["file"])
     assert decode["deployment_target"] == "iOS17" and decode["functions"]["main"]["states"] == []
     assert [i["name"] for i in decode["functions"]["main"]["inputs"]][:4] == [
-        "inputs_embeds",
-        "position",
-        "past_key_00",
-        "past_value_00",
+        "inputs_embeds", "position", "past_key_00", "past_value_00"
     ]
     with pytest.raises(UserError, match="kv_cache"):
         export(ExportOptions("onnx", str(folder), tmp_path / "onnx", kv_cache="state"))
@@ -288,7 +283,7 @@ def test_llava_folder_language_model(tmp_path):
 def test_onnx_layers_run_fused_contrib_ops(qwen, exported):
     """Every ONNX layer graph (each prefill length and decode) holds, per layer, one GroupQueryAttention (its rotary
     on) fed by one packed q/k/v MatMul of width (H + 2 KV) hd, SkipSimplifiedLayerNormalization between the
-    sublayers, and no Softmax (attention is not written out); the ExecuTorch graphs keep the written-out form."""
+    sublayers, and no Softmax (attention is not written out)."""
     import onnx
 
     cfg = qwen.config

@@ -258,8 +258,8 @@ class FusedStage(Stage):
         self.qkv = nn.ModuleList(lm.packed_qkv[start:stop])
         self.register_buffer("cos", lm.cos[:, :half].clone(), persistent=False)
         self.register_buffer("sin", lm.sin[:, :half].clone(), persistent=False)
-        caches = [n for i in range(start, stop) for n in past_names(i)]
-        self.input_names = [layer_input(start)] + ([] if length else [POSITION, *caches])
+        pasts = [n for i in range(start, stop) for n in past_names(i)]
+        self.input_names = [layer_input(start)] + ([] if length else [POSITION, *pasts])
         self.output_names = [hidden_name(stop)] + [n for i in range(start, stop) for n in present_names(i)]
         if length:
             self.register_buffer("empty", torch.zeros(1, d.kv_heads, d.max_len, d.head_dim), persistent=False)

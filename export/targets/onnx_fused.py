@@ -14,7 +14,6 @@ from edgetrim.export.stages import fused  # noqa: F401  (registers torch.ops.edg
 
 DOMAIN = "com.microsoft"
 MSFT = onnxscript.values.Opset(DOMAIN, 1)
-INT32 = 6  # onnx.TensorProto.INT32
 
 
 def schema(name: str, inputs: list[str], outputs: list[str], attributes: dict[str, OpSchema.AttrType]) -> OpSchema:
