@@ -101,3 +101,14 @@ def test_bad_genai_values_exit_2(artifact, tmp_path, capsys, value):
     assert main(["bench", str(artifact), "--genai", value, "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--genai" in err and "int4 or int4,fp32" in err, err
+
+
+def test_every_session_stops_spinning_at_the_end_of_a_run(artifact, fp32_build):
+    """A pipeline runs several sessions in turn (vision chunks, layer groups, head): each of ours, and the builder's
+    beside them, stops its intra-op threads spinning when a run ends, so they do not take the next session's cores."""
+    ours, theirs = VlmPipeline(artifact), GenaiVlmPipeline(artifact, fp32_build)
+    loaders = (ours.vision, ours.lm.prefill, ours.lm.decode)
+    sessions = [backend.session for loader in loaders for backend in loader.resident.values()]
+    assert len(sessions) >= 3
+    for session in [*sessions, theirs.lm.session]:
+        assert session.get_session_options().get_session_config_entry("session.force_spinning_stop") == "1"
